@@ -1,0 +1,54 @@
+# The two commands a new user needs: `make demo` and `make test`.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+DEMO_RECORDS ?= 1000000
+PORT ?= 8080
+
+.PHONY: install demo serve test lint typecheck pytest bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+var/pepper.key:
+	mkdir -p var
+	umask 077 && head -c 32 /dev/urandom > $@
+	chmod 600 $@
+
+var/demo/sources.toml: | install
+	$(BIN)/exposure-index synth --out var/demo --records $(DEMO_RECORDS)
+
+var/index/current: var/demo/sources.toml var/pepper.key | install
+	$(BIN)/exposure-index build var/demo/sources.toml --out var/index --pepper-file var/pepper.key
+
+var/demo-api-key: | install
+	umask 077 && $(BIN)/exposure-serve keys create "Demo insurer" --keys-db var/keys.sqlite > $@
+
+demo: install var/index/current var/demo-api-key
+	@echo "Demo index built from $(DEMO_RECORDS) synthetic records; API key in var/demo-api-key."
+	@echo "Serving on http://127.0.0.1:$(PORT)/ (Ctrl-C to stop). Try the README's curl examples."
+	$(BIN)/exposure-serve --index var/index --pepper-file var/pepper.key \
+		--keys-db var/keys.sqlite --host 127.0.0.1 --port $(PORT)
+
+lint: install
+	$(BIN)/ruff check indexer service tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(PY) -m pytest
+
+test: lint typecheck pytest
+
+bench: install
+	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(FULL),--full,)
+
+clean:
+	rm -rf var/demo var/index var/keys.sqlite var/demo-api-key

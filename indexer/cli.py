@@ -1,0 +1,186 @@
+"""`exposure-index`: synth, build, info and verify (DESIGN §4, contract).
+
+Exit codes: 0 success, 1 a fault found (verify) or the build failed, 2 bad usage or
+missing pepper. Output never holds an identifier: counts, sizes, ids and paths only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .build import DEFAULT_ERROR_RATE, DEFAULT_SHARDS, BuildOptions, build_index
+from .dumps import DumpError
+from .fingerprint import PEPPER_ENV, PepperError, load_pepper, resolve_pepper_file
+from .generation import IndexNotFound, current_generation
+from .manifest import ManifestError, load_manifest, verify_generation
+from .sources import SourcesError
+
+EXIT_FAULT = 1
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exposure-index",
+        description=(
+            "Build and inspect the breach index: identifiers are normalised and turned "
+            "into keyed fingerprints; no plaintext identifier is ever written."
+        ),
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    synth = commands.add_parser(
+        "synth", help="write a synthetic breach (two dumps, sources.toml, members.csv)",
+        description="Write a synthetic breach into DIR: viamedis.csv, almerys.csv, "
+        "sources.toml, members.csv (an insurer's member file) and members-expected.csv.",
+    )
+    synth.add_argument("--out", required=True, type=Path, metavar="DIR")
+    synth.add_argument("--records", type=int, default=1_000_000, metavar="N",
+                       help="rows across both dumps (default: 1,000,000)")
+    synth.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+
+    build = commands.add_parser(
+        "build", help="build and atomically publish a new index generation",
+        description="Read the dumps listed in SOURCES_TOML and publish a new generation in "
+        "INDEX_DIR (INDEX_DIR/current is switched only once it is complete). "
+        f"The pepper comes from --pepper-file, else ${PEPPER_ENV}.",
+    )
+    build.add_argument("sources", type=Path, metavar="SOURCES_TOML")
+    build.add_argument("--out", required=True, type=Path, metavar="INDEX_DIR")
+    build.add_argument("--shards", type=int, default=DEFAULT_SHARDS, metavar="N",
+                       help=f"number of shards (default {DEFAULT_SHARDS})")
+    build.add_argument("--workers", type=int, default=0, metavar="N",
+                       help="worker processes (default: one per core)")
+    build.add_argument("--bloom-error-rate", type=float, default=DEFAULT_ERROR_RATE, metavar="P",
+                       help=f"Bloom filter false-positive rate (default {DEFAULT_ERROR_RATE})")
+    build.add_argument("--pepper-file", type=Path, metavar="F",
+                       help=f"file of >= 32 secret random bytes (default: ${PEPPER_ENV})")
+
+    info = commands.add_parser(
+        "info", help="sources, counts, sizes and key id of the current generation",
+        description="Print what the current generation holds: never an identifier.",
+    )
+    info.add_argument("index", type=Path, metavar="INDEX_DIR")
+    info.add_argument("--json", action="store_true", help="print the manifest summary as JSON")
+
+    verify = commands.add_parser(
+        "verify", help="check checksums and structure; non-zero exit on any fault",
+        description="Verify the current generation: every file's size and checksum, sorted "
+        "shards, meta and Bloom filters. Exit 1 on any fault.",
+    )
+    verify.add_argument("index", type=Path, metavar="INDEX_DIR")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "synth":
+            return _synth(args)
+        if args.command == "build":
+            return _build(args)
+        if args.command == "info":
+            return _info(args)
+        return _verify(args)
+    except PepperError as exc:
+        print(f"exposure-index: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except (SourcesError, DumpError, IndexNotFound, ManifestError, ValueError) as exc:
+        print(f"exposure-index: {exc}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAULT
+    except KeyboardInterrupt:
+        print("exposure-index: interrupted; the current generation is unchanged", file=sys.stderr)
+        return 130
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from .synth import write_synthetic_breach
+
+    if args.records < 1:
+        raise ValueError("--records must be at least 1")
+    summary = write_synthetic_breach(
+        args.out, records=args.records, seed=args.seed, progress=sys.stderr.isatty()
+    )
+    rate = args.records / max(summary.seconds, 1e-9)
+    print(f"wrote {args.records:,} records and {summary.members:,} members to {args.out} "
+          f"in {summary.seconds:.1f} s ({rate:,.0f} records/s)")
+    print(f"next: exposure-index build {args.out / 'sources.toml'} --out INDEX_DIR")
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    pepper = load_pepper(resolve_pepper_file(args.pepper_file))
+    options = BuildOptions(
+        shards=args.shards, workers=args.workers, bloom_error_rate=args.bloom_error_rate,
+        progress=sys.stderr.isatty(),
+    )
+    report = build_index(args.sources, args.out, pepper, options)
+    manifest = report.manifest
+    totals = manifest["totals"]
+    print(f"published {report.generation.name} in {args.out} "
+          f"({report.seconds:.1f} s, {totals['rows'] / max(report.seconds, 1e-9):,.0f} rows/s)")
+    _print_sources(manifest)
+    print(f"fingerprints: {totals['fingerprints']:,}  key id: {manifest['key_id']}")
+    return 0
+
+
+def _print_sources(manifest: dict[str, object]) -> None:
+    sources = manifest["sources"]
+    assert isinstance(sources, list)
+    for source in sources:
+        faults = ", ".join(f"{reason} {count:,}" for reason, count in source["faults"].items())
+        print(f"  {source['id']:<20} {source['title']:<20} breach {source['breach_date']}  "
+              f"rows {source['rows']:,}  indexed {source['records_indexed']:,}  "
+              f"bad rows {source['bad_rows']:,}" + (f" ({faults})" if faults else ""))
+
+
+def _info(args: argparse.Namespace) -> int:
+    import orjson
+
+    generation = current_generation(args.index)
+    manifest = load_manifest(generation)
+    sizes = {name: entry["bytes"] for name, entry in manifest["files"].items()}
+    if args.json:
+        summary = {key: manifest[key] for key in
+                   ("format", "generation", "created", "key_id", "sources", "totals", "bloom")}
+        summary["shards"] = manifest["shards"]["count"]
+        summary["bytes"] = sum(sizes.values())
+        print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return 0
+    print(f"index      {args.index}")
+    print(f"generation {manifest['generation']} (created {manifest['created']})")
+    print(f"format     {manifest['format']}")
+    print(f"key id     {manifest['key_id']}")
+    print(f"shards     {manifest['shards']['count']}  Bloom error rate "
+          f"{manifest['bloom']['error_rate']}")
+    by_kind: dict[str, int] = {}
+    for name, size in sizes.items():
+        kind = name.rsplit(".", 1)[-1]
+        by_kind[kind] = by_kind.get(kind, 0) + size
+    print("size       " + ", ".join(f"{kind} {size / 2**20:,.1f} MiB"
+                                   for kind, size in sorted(by_kind.items())))
+    totals = manifest["totals"]
+    print(f"rows       {totals['rows']:,} (bad {totals['bad_rows']:,})  "
+          f"fingerprints {totals['fingerprints']:,}")
+    print("sources")
+    _print_sources(manifest)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    generation = current_generation(args.index)
+    faults = verify_generation(generation, deep=True)
+    if faults:
+        for fault in faults:
+            print(f"FAULT {fault}", file=sys.stderr)
+        print(f"{generation.name}: {len(faults)} fault(s)", file=sys.stderr)
+        return EXIT_FAULT
+    print(f"{generation.name}: OK")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Keyed fingerprints of match keys, and the pepper they are keyed with.
+
+Why keyed: a NIR has ~10^11 possible values and a date of birth adds ~5 bits, so an
+unkeyed hash of a match key is reversed by brute force in minutes. A fingerprint is
+BLAKE2b keyed with a secret pepper (>= 32 random bytes) that never lives in the
+index: whoever steals the index without the pepper learns nothing.
+
+Why 64 bits: the index holds ~1e8 fingerprints for 33 million people (one strong key
+and one or two weak keys each). A query checks at most 2 keys, so the chance that an
+absent person collides with some stored fingerprint is about 2 * 1e8 / 2^64 ~ 1e-11
+per query; checking every French resident once (7e7 queries) gives a false match with
+probability ~ 8e-4 in total. 64 bits also make the sorted shard arrays plain uint64,
+which numpy searches without any Python per key.
+
+Never log a canonical key, a fingerprint of a single person, or the pepper.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import stat
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "PEPPER_ENV",
+    "Fingerprinter",
+    "PepperError",
+    "load_pepper",
+    "resolve_pepper_file",
+]
+
+PEPPER_ENV: Final = "EXPOSURE_PEPPER_FILE"
+MIN_PEPPER_BYTES: Final = 32
+FINGERPRINT_ALGORITHM: Final = "blake2b-64-keyed"
+_PERSON: Final = b"exposure-fp-v1"
+_HEX_PEPPER: Final = re.compile(rb"[0-9a-fA-F]{64,256}")
+
+Fingerprints = npt.NDArray[np.uint64]
+
+
+class PepperError(Exception):
+    """No pepper, an unreadable one or a weak one. The message says what to do."""
+
+
+def resolve_pepper_file(flag: str | os.PathLike[str] | None) -> Path:
+    """`--pepper-file F`, else `$EXPOSURE_PEPPER_FILE`, else a PepperError."""
+    chosen = flag if flag is not None else os.environ.get(PEPPER_ENV)
+    if not chosen:
+        raise PepperError(
+            f"no pepper: pass --pepper-file FILE or set {PEPPER_ENV} "
+            f"(create one with: head -c 32 /dev/urandom > pepper.key && chmod 600 pepper.key)"
+        )
+    return Path(chosen)
+
+
+def load_pepper(path: Path) -> bytes:
+    """The pepper bytes: a raw file of >= 32 bytes, or >= 64 hex digits."""
+    try:
+        raw = path.read_bytes()
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise PepperError(f"cannot read the pepper file {path}: {exc.strerror}") from exc
+    stripped = raw.strip()
+    pepper = bytes.fromhex(stripped.decode()) if _HEX_PEPPER.fullmatch(stripped) else raw
+    if len(pepper) < MIN_PEPPER_BYTES:
+        raise PepperError(
+            f"the pepper file {path} holds {len(pepper)} bytes; it needs at least "
+            f"{MIN_PEPPER_BYTES} random bytes (head -c 32 /dev/urandom > {path})"
+        )
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        # Not fatal (a Kubernetes secret mount may be 0644 inside a private pod), but
+        # an operator should know.
+        import warnings
+
+        warnings.warn(
+            f"the pepper file {path} is readable by other users: chmod 600 it",
+            stacklevel=2,
+        )
+    return pepper
+
+
+class Fingerprinter:
+    """Turns canonical match keys into 64-bit keyed fingerprints."""
+
+    def __init__(self, pepper: bytes) -> None:
+        if len(pepper) < MIN_PEPPER_BYTES:
+            raise PepperError(f"the pepper must be at least {MIN_PEPPER_BYTES} bytes")
+        # BLAKE2b takes keys of up to 64 bytes: a longer pepper is compressed first.
+        key = pepper if len(pepper) <= 64 else hashlib.blake2b(pepper, digest_size=64).digest()
+        self._base = hashlib.blake2b(key=key, digest_size=8, person=_PERSON)
+        # A one-way tag of the pepper, published in the manifest so that a service
+        # started with another pepper refuses to answer rather than saying "not found"
+        # to everyone. It reveals nothing: the pepper is 256 random bits.
+        self.key_id = hashlib.blake2b(
+            b"key-id", key=key, digest_size=16, person=b"exposure-keyid"
+        ).hexdigest()
+
+    def digest(self, canonical: str) -> bytes:
+        h = self._base.copy()
+        h.update(canonical.encode())
+        return h.digest()
+
+    def one(self, canonical: str) -> int:
+        return int.from_bytes(self.digest(canonical), "little")
+
+    def many(self, canonicals: Sequence[str]) -> Fingerprints:
+        """Fingerprints of many keys as a little-endian uint64 array (no Python ints)."""
+        base_copy = self._base.copy
+        parts = []
+        for canonical in canonicals:
+            h = base_copy()
+            h.update(canonical.encode())
+            parts.append(h.digest())
+        return np.frombuffer(b"".join(parts), dtype="<u8").astype(np.uint64, copy=False)

@@ -1,0 +1,217 @@
+"""Normalisation of the identifiers the breach exposed: NIR, date of birth, names.
+
+This is the one place where a trait is turned into its canonical form. The indexer
+uses it on the breach dumps and the service uses it on queries, so the two can never
+disagree on what "the same person" means (DESIGN §3, contract).
+
+Pure functions over plain strings: no I/O, no logging. An `IdentityError` names the
+field and a stable code, and its message never quotes the value it rejected: the
+value is an identifier, and error messages end up in logs and HTTP answers.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import unicodedata
+from functools import lru_cache
+from typing import Final
+
+from stdnum.fr import nir as stdnum_nir
+
+__all__ = [
+    "IdentityError",
+    "first_given_name",
+    "fold_name",
+    "normalize_birth_date",
+    "normalize_nir",
+]
+
+
+class IdentityError(ValueError):
+    """A value that cannot be normalised: which field, a stable code, a safe message."""
+
+    def __init__(self, field: str, code: str, message: str) -> None:
+        super().__init__(f"{field}: {code}: {message}")
+        self.field = field
+        self.code = code
+        self.message = message
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+# --- NIR --------------------------------------------------------------------------
+
+# Separators people type inside a NIR: spaces (also the non-breaking ones that word
+# processors insert), dots and every kind of hyphen.
+_NIR_SEPARATORS: Final = dict.fromkeys(
+    map(ord, " \t.-\u00a0\u202f\u2007\u2009\u2010\u2011\u2012\u2013\u2014\u2212"), None
+)
+_NIR_SHAPE: Final = re.compile(r"[1-9][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?")
+_SEX_DIGITS: Final = frozenset("123478")
+
+
+def _valid_nir_month(month: int) -> bool:
+    # 01-12 is a real month; 20-42 and 50-99 are the fictitious months INSEE gives to
+    # people registered without a known month of birth (mostly born abroad).
+    return 1 <= month <= 12 or 20 <= month <= 42 or 50 <= month <= 99
+
+
+def normalize_nir(raw: str, field: str = "nir") -> str:
+    """The 15-character NIR (with its key), upper case, separators removed.
+
+    13 characters are accepted and the key is computed; 15 must carry a valid key.
+    """
+    compact = raw.translate(_NIR_SEPARATORS).upper()
+    if not compact:
+        raise IdentityError(field, "required", "The social security number is missing.")
+    if not compact.isascii() or not compact.isalnum():
+        raise IdentityError(
+            field, "invalid_characters",
+            "A social security number holds only digits, with 2A or 2B for Corsica.",
+        )
+    if len(compact) not in (13, 15):
+        raise IdentityError(
+            field, "invalid_length",
+            "A social security number has 13 characters, or 15 with its key.",
+        )
+    if compact[0] not in _SEX_DIGITS:
+        raise IdentityError(
+            field, "invalid_sex_digit",
+            "The first digit of a social security number is 1, 2, 3, 4, 7 or 8.",
+        )
+    if not _NIR_SHAPE.fullmatch(compact):
+        raise IdentityError(
+            field, "invalid_format",
+            "Only the department may hold a letter (2A or 2B); every other character is a digit.",
+        )
+    if not _valid_nir_month(int(compact[3:5])):
+        raise IdentityError(
+            field, "invalid_month",
+            "Characters 4 and 5 (month of birth) must be 01 to 12, 20 to 42 or 50 to 99.",
+        )
+    # stdnum maps 2A -> 19 and 2B -> 18 before the mod-97 computation, as INSEE does.
+    key = stdnum_nir.calc_check_digits(compact[:13])
+    if len(compact) == 13:
+        return compact + key
+    if compact[13:] != key:
+        raise IdentityError(
+            field, "invalid_checksum",
+            "The last two digits (the key) do not match: please check for a typo.",
+        )
+    return compact
+
+
+# --- Dates of birth -------------------------------------------------------------------
+
+_ISO_DATE: Final = re.compile(r"(\d{4})-(\d{1,2})-(\d{1,2})")
+_FRENCH_DATE: Final = re.compile(r"(\d{1,2})([/.-])(\d{1,2})\2(\d{4})")
+_SHORT_YEAR: Final = re.compile(r"\d{1,2}([/.-])\d{1,2}\1\d{2}")
+EARLIEST_BIRTH_YEAR: Final = 1880
+
+
+def normalize_birth_date(
+    raw: str, field: str = "birth_date", *, today: dt.date | None = None, query: bool = True
+) -> str:
+    """`YYYY-MM-DD`; day or month `00` (unknown in civil status) is kept as such.
+
+    `query=True` also rejects dates in the future or before 1880 (`today` is injected
+    by tests; it defaults to the current date). Records are not range-checked: a dump
+    is what it is, and such a record simply never matches a query.
+    """
+    canonical = _parse_date(raw.strip(), field)
+    if query:
+        year, month, day = int(canonical[:4]), int(canonical[5:7]), int(canonical[8:])
+        # With 00, the earliest day the date can mean is what gets compared.
+        earliest = dt.date(year, month or 1, day or 1)
+        if year < EARLIEST_BIRTH_YEAR or earliest > (today or dt.date.today()):
+            raise IdentityError(
+                field, "out_of_range",
+                "The date of birth must be between 1880 and today.",
+            )
+    return canonical
+
+
+@lru_cache(maxsize=1 << 16)
+def _parse_date(text: str, field: str) -> str:
+    # Cached: a dump of 33 million people holds only ~40,000 distinct dates of birth.
+    if not text:
+        raise IdentityError(field, "required", "The date of birth is missing.")
+    if m := _ISO_DATE.fullmatch(text):
+        year, month, day = int(m[1]), int(m[2]), int(m[3])
+    elif m := _FRENCH_DATE.fullmatch(text):
+        day, month, year = int(m[1]), int(m[3]), int(m[4])
+    elif _SHORT_YEAR.fullmatch(text):
+        raise IdentityError(
+            field, "two_digit_year", "Write the year with four digits (e.g. 1980)."
+        )
+    else:
+        raise IdentityError(
+            field, "invalid_format", "Write the date as DD/MM/YYYY or YYYY-MM-DD."
+        )
+    if year < 1 or month > 12 or day > 31:
+        raise IdentityError(field, "invalid_date", "This date does not exist.")
+    if month and day:
+        try:
+            dt.date(year, month, day)
+        except ValueError:
+            raise IdentityError(field, "invalid_date", "This date does not exist.") from None
+    return f"{year:04d}-{month:02d}-{day:02d}"
+
+
+# --- Names ----------------------------------------------------------------------------
+
+# Letters that Unicode decomposition leaves alone but French civil status writes as
+# plain letters: ligatures, and a few Latin letters with strokes.
+_LETTER_FOLDS: Final = str.maketrans(
+    {"Æ": "AE", "Œ": "OE", "Ø": "O", "Đ": "D", "Ł": "L", "Ŀ": "L", "Ð": "D", "Þ": "TH"}
+)
+# Separators fold away: blanks, every dash, every apostrophe, dots.
+_NAME_SEPARATORS: Final = dict.fromkeys(
+    map(
+        ord,
+        " \t\r\n\u00a0\u202f\u2007\u2009"
+        "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+        "'\u2019\u2018`\u00b4\u02bc\u02b9\uff07"
+        ".",
+    ),
+    None,
+)
+_A_TO_Z: Final = re.compile(r"[A-Z]+")
+_GIVEN_NAME_SPLIT: Final = re.compile(r"[\s,;]+")
+
+
+@lru_cache(maxsize=1 << 17)
+def fold_name(raw: str, field: str = "last_name") -> str:
+    """The A-Z form of a name: case, diacritics, ligatures and separators fold away.
+
+    `Lætitia` -> `LAETITIA`, `D'Artagnan` -> `DARTAGNAN`, `Le Gall` -> `LEGALL`.
+    Anything that does not fold to A-Z (digits, other scripts, symbols) is rejected.
+    """
+    # upper() first: it expands ß to SS, and its output is what decomposition sees, so
+    # a letter whose capital gains a combining mark (ǰ -> J̌) still loses it below.
+    text = raw.upper().translate(_LETTER_FOLDS)
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.translate(_NAME_SEPARATORS)
+    if not text:
+        raise IdentityError(field, "required", "The name is missing.")
+    if not (text.isascii() and _A_TO_Z.fullmatch(text)):
+        raise IdentityError(
+            field, "invalid_characters",
+            "A name holds only letters, spaces, hyphens and apostrophes.",
+        )
+    return text
+
+
+def first_given_name(raw: str, field: str = "first_names") -> str:
+    """The folded first of the given names in a record's first-names field.
+
+    `JEAN PIERRE MARIE` and `JEAN, PIERRE` give `JEAN`; a hyphenated composite is
+    one name: `JEAN-PIERRE MARIE` gives `JEANPIERRE`.
+    """
+    for token in _GIVEN_NAME_SPLIT.split(raw):
+        if token:
+            return fold_name(token, field)
+    raise IdentityError(field, "required", "The first name is missing.")

@@ -1,0 +1,174 @@
+"""The manifest of a generation, and the verification of a generation against it.
+
+The manifest is the offline-computed summary that the service loads: format
+version, key id of the pepper, sources with their counts and bad-row counts (counts
+only, never content), shard layout, Bloom parameters and an xxh3-64 checksum of every
+file. xxhash is fine here: a checksum detects corruption, it is not a secret.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import orjson
+import xxhash
+
+from .bloom import HEADER_BYTES, FingerprintBloom
+from .generation import MANIFEST, SHARD_KINDS, shard_file
+from .shards import shard_of
+
+__all__ = [
+    "FORMAT",
+    "ManifestError",
+    "checksum_file",
+    "load_manifest",
+    "verify_generation",
+    "write_manifest",
+]
+
+FORMAT: Final = "exposure-index/1"
+_READ_CHUNK: Final = 8 << 20
+
+
+class ManifestError(Exception):
+    """A manifest that is missing, unreadable or not of this format."""
+
+
+def checksum_bytes(data: bytes | memoryview) -> str:
+    return xxhash.xxh3_64_hexdigest(data)
+
+
+def checksum_file(path: Path) -> str:
+    h = xxhash.xxh3_64()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_READ_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_manifest(generation: Path, manifest: dict[str, Any]) -> None:
+    tmp = generation / (MANIFEST + ".tmp")
+    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    os.replace(tmp, generation / MANIFEST)
+
+
+_REQUIRED: Final = ("format", "key_id", "generation", "sources", "shards", "files", "bloom")
+
+
+def load_manifest(generation: Path) -> dict[str, Any]:
+    path = generation / MANIFEST
+    try:
+        manifest = orjson.loads(path.read_bytes())
+    except OSError as exc:
+        raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
+    except orjson.JSONDecodeError as exc:
+        raise ManifestError(f"{path} is not valid JSON (corrupted?): rebuild the index") from exc
+    if not isinstance(manifest, dict):
+        raise ManifestError(f"{path} is not a JSON object")
+    missing = [key for key in _REQUIRED if key not in manifest]
+    if missing:
+        raise ManifestError(f"{path} lacks {', '.join(missing)}")
+    if manifest["format"] != FORMAT:
+        raise ManifestError(
+            f"{path} is of format {manifest['format']!r}; this version reads {FORMAT!r}"
+        )
+    try:
+        _check_shapes(manifest)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ManifestError(f"{path} is malformed: {exc}") from exc
+    return manifest
+
+
+def _check_shapes(manifest: dict[str, Any]) -> None:
+    shards = manifest["shards"]
+    count = int(shards["count"])
+    if count < 1 or len(shards["fingerprints"]) != count:
+        raise ValueError("shard count and per-shard fingerprint counts disagree")
+    if not isinstance(manifest["sources"], list) or not manifest["sources"]:
+        raise ValueError("no sources")
+    for source in manifest["sources"]:
+        for key in ("id", "title", "breach_date"):
+            if not isinstance(source[key], str):
+                raise TypeError(f"source {key} is not a string")
+    for name, entry in manifest["files"].items():
+        if not isinstance(name, str) or ".." in name or name.startswith("/"):
+            raise ValueError("a file name escapes the generation directory")
+        int(entry["bytes"])
+        str(entry["xxh3_64"])
+
+
+def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
+    """Every fault of a generation (empty when sound). Never raises for a bad index.
+
+    Checks the manifest, each file's size and checksum, and the structure: sorted
+    unique fingerprints in the right shard, meta rows matching, Bloom headers matching
+    and (deep) every fingerprint present in its Bloom filter.
+    """
+    try:
+        manifest = load_manifest(generation)
+    except ManifestError as exc:
+        return [str(exc)]
+    faults: list[str] = []
+    expected = {
+        shard_file(i, kind) for i in range(manifest["shards"]["count"]) for kind in SHARD_KINDS
+    }
+    listed = set(manifest["files"])
+    if listed != expected:
+        faults.append("the manifest does not list exactly the shard files of its layout")
+    for name in sorted(listed & expected):
+        faults.extend(_verify_file(generation, name, manifest["files"][name]))
+    if faults:
+        return faults
+    n_sources = len(manifest["sources"])
+    for shard in range(manifest["shards"]["count"]):
+        faults.extend(_verify_shard(generation, manifest, shard, n_sources, deep))
+    return faults
+
+
+def _verify_file(generation: Path, name: str, entry: dict[str, Any]) -> Iterable[str]:
+    path = generation / name
+    try:
+        size = path.stat().st_size
+    except OSError:
+        yield f"{name}: missing"
+        return
+    if size != int(entry["bytes"]):
+        yield f"{name}: size {size}, manifest says {entry['bytes']} (truncated?)"
+    elif checksum_file(path) != entry["xxh3_64"]:
+        yield f"{name}: checksum mismatch (corrupted)"
+
+
+def _verify_shard(
+    generation: Path, manifest: dict[str, Any], shard: int, n_sources: int, deep: bool
+) -> Iterable[str]:
+    count = int(manifest["shards"]["fingerprints"][shard])
+    fps = np.fromfile(generation / shard_file(shard, "fp"), dtype="<u8")
+    if len(fps) != count:
+        yield f"shard {shard}: {len(fps)} fingerprints, manifest says {count}"
+        return
+    if count and not bool(np.all(fps[1:] > fps[:-1])):
+        yield f"shard {shard}: fingerprints not sorted and unique"
+    if count and not bool(np.all(shard_of(fps, manifest["shards"]["count"]) == shard)):
+        yield f"shard {shard}: fingerprints of another shard"
+    meta_size = (generation / shard_file(shard, "meta")).stat().st_size
+    if meta_size != count * n_sources:
+        yield f"shard {shard}: meta holds {meta_size} bytes, expected {count * n_sources}"
+    bloom_path = generation / shard_file(shard, "bloom")
+    with bloom_path.open("rb") as stream:
+        try:
+            bloom = FingerprintBloom.fromfile(stream)
+        except ValueError as exc:
+            yield f"shard {shard}: Bloom filter unreadable ({exc})"
+            return
+    if bloom.count != count:
+        yield f"shard {shard}: Bloom filter counts {bloom.count}, expected {count}"
+    elif deep and count:
+        from .bloom import bloom_contains
+
+        bits = np.fromfile(bloom_path, dtype=np.uint8, offset=HEADER_BYTES)
+        if not bool(bloom_contains(bits, fps, bloom.num_slices, bloom.bits_per_slice).all()):
+            yield f"shard {shard}: Bloom filter misses some fingerprints"

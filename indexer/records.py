@@ -1,0 +1,92 @@
+"""From one breach record to its match keys, its exposed data classes and its faults.
+
+A record is indexed under every key that its valid fields still form: a bad NIR
+does not stop the record being found by name and date of birth (DESIGN §4). Faults
+are returned as reason codes, to be counted; nothing here keeps or reports content.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from .identity import (
+    IdentityError,
+    first_given_name,
+    fold_name,
+    normalize_birth_date,
+    normalize_nir,
+)
+from .matchkeys import strong_key, weak_key
+
+__all__ = ["DATA_CLASSES", "CLASS_BITS", "RecordKeys", "class_names", "record_keys"]
+
+# Fixed vocabulary, in this order (contract): answers list classes in this order.
+DATA_CLASSES: Final = (
+    "name", "birth_date", "nir", "birth_rank", "insurer", "marital_status", "tp_guarantee",
+)
+CLASS_BITS: Final = {name: 1 << i for i, name in enumerate(DATA_CLASSES)}
+_NAME, _BIRTH_DATE, _NIR, _RANK, _INSURER, _MARITAL, _TP = (1 << i for i in range(7))
+
+RecordKeys = tuple[list[str], int, list[str]]
+"""(canonical keys, data-class bits, fault reasons)"""
+
+
+def class_names(bits: int) -> list[str]:
+    """The data classes set in `bits`, in the fixed order."""
+    return [name for i, name in enumerate(DATA_CLASSES) if bits >> i & 1]
+
+
+def record_keys(row: tuple[str, ...]) -> RecordKeys:
+    """Keys, class bits and faults of a row in `dumps.DUMP_FIELDS` order.
+
+    (nir, last_name, usage_name, first_names, birth_date, birth_rank, insurer,
+    marital_status, tp_guarantee), each already stripped, "" when empty.
+    """
+    nir_raw, last_raw, usage_raw, first_raw, date_raw, rank, insurer, marital, tp = row
+    # A class is exposed when the record's field is non-empty, valid or not: a
+    # mistyped NIR in the dump has leaked all the same.
+    classes = (
+        (_NAME if (last_raw or usage_raw or first_raw) else 0)
+        | (_BIRTH_DATE if date_raw else 0)
+        | (_NIR if nir_raw else 0)
+        | (_RANK if rank else 0)
+        | (_INSURER if insurer else 0)
+        | (_MARITAL if marital else 0)
+        | (_TP if tp else 0)
+    )
+    faults: list[str] = []
+    keys: list[str] = []
+    if not date_raw:
+        faults.append("missing_birth_date")
+        faults.append("no_key")
+        return keys, classes, faults
+    try:
+        birth_date = normalize_birth_date(date_raw, query=False)
+    except IdentityError:
+        faults.append("invalid_birth_date")
+        faults.append("no_key")
+        return keys, classes, faults
+    if nir_raw:
+        try:
+            keys.append(strong_key(normalize_nir(nir_raw), birth_date))
+        except IdentityError:
+            faults.append("invalid_nir")
+    if first_raw:
+        try:
+            first = first_given_name(first_raw)
+        except IdentityError:
+            faults.append("invalid_first_name")
+        else:
+            for reason, raw in (("invalid_last_name", last_raw), ("invalid_usage_name", usage_raw)):
+                if not raw:
+                    continue
+                try:
+                    key = weak_key(fold_name(raw), first, birth_date)
+                except IdentityError:
+                    faults.append(reason)
+                    continue
+                if key not in keys:
+                    keys.append(key)
+    if not keys:
+        faults.append("no_key")
+    return keys, classes, faults

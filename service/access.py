@@ -1,0 +1,90 @@
+"""Who is asking: the client address (behind trusted proxies) and the API key.
+
+These decide which rate limit a request spends. The Authorization header's token is
+only ever hashed and compared (service.apikeys); it is never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from .apikeys import ApiKey
+from .errors import RateLimited, Unauthorized
+from .settings import Network
+from .state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
+
+__all__ = ["authenticate", "client_address", "spend"]
+
+
+def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
+    """The peer address; behind a trusted proxy, the first untrusted hop of X-Forwarded-For."""
+    peer = request.remote or "unknown"
+    if not trusted or not _is_trusted(peer, trusted):
+        return peer
+    forwarded = request.headers.getall("X-Forwarded-For", [])
+    hops = [hop.strip() for header in forwarded for hop in header.split(",") if hop.strip()]
+    # Walk from the nearest hop: the first one our proxies did not add is the client.
+    for hop in reversed(hops):
+        if not _is_trusted(hop, trusted):
+            return hop if _is_ip(hop) else peer
+    return hops[0] if hops and _is_ip(hops[0]) else peer
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_trusted(address: str, trusted: Sequence[Network]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in network for network in trusted)
+
+
+def bearer_token(request: web.Request) -> str | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Use 'Authorization: Bearer <API key>'.")
+    return token.strip()
+
+
+def authenticate(request: web.Request, *, required: bool) -> ApiKey | None:
+    token = bearer_token(request)
+    if token is None:
+        if required:
+            raise Unauthorized("This route needs an API key: 'Authorization: Bearer <key>'.")
+        return None
+    key = request.app[KEYS].authenticate(token)
+    if key is None:
+        raise Unauthorized("Unknown or revoked API key.")
+    return key
+
+
+def spend(request: web.Request, key: ApiKey | None, cost: float = 1.0) -> None:
+    """Spend `cost` units of the caller's limit (the key's, else the address's) or 429."""
+    if key is not None:
+        wait = request.app[KEY_LIMITER].take(
+            f"key:{key.id}", cost, rate_per_minute=key.rate_per_minute,
+            burst=key.rate_per_minute,
+        )
+    else:
+        settings = request.app[SETTINGS]
+        wait = request.app[ANON_LIMITER].take(
+            client_address(request, settings.trusted_proxies), cost
+        )
+    if wait > 0:
+        request.app[METRICS].rate_limited.labels(request.match_info.route.resource.canonical
+                                                 if request.match_info.route.resource
+                                                 else "unmatched").inc()
+        raise RateLimited(wait)

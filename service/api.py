@@ -1,0 +1,113 @@
+"""JSON routes: single check, sources, health, readiness, metrics, OpenAPI.
+
+Handlers are thin: parse, call the core (`indexer.matchkeys`, `indexer.lookup`),
+render. Identifiers live in local variables of one request and nowhere else.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Final
+
+import orjson
+from aiohttp import web
+
+from indexer.matchkeys import parse_query
+
+from .access import authenticate, spend
+from .errors import BadRequest, UnsupportedMediaType
+from .metrics import CONTENT_TYPE_LATEST
+from .openapi import openapi_document
+from .state import INDEX, METRICS
+
+__all__ = ["json_response", "routes"]
+
+NO_STORE: Final = {"Cache-Control": "no-store"}
+routes = web.RouteTableDef()
+
+
+def json_response(body: Any, status: int = 200, *, cache: bool = False) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json",
+        headers=None if cache else NO_STORE,
+    )
+
+
+async def read_json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object; 415, 413 (via client_max_size) or 400 otherwise."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType("Send the body as 'Content-Type: application/json'.")
+    raw = await request.read()
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise BadRequest("The body is not valid JSON (UTF-8).") from None
+    if not isinstance(body, dict):
+        raise BadRequest("The body must be a JSON object.")
+    return body
+
+
+@routes.post("/v1/check", name="check")
+async def check(request: web.Request) -> web.Response:
+    # Spend first: a malformed request costs a unit too, or an enumerator would probe
+    # the validator for free.
+    spend(request, authenticate(request, required=False))
+    body = await read_json_object(request)
+    checker = request.app[INDEX].checker
+    started = time.perf_counter()
+    verdict = checker.check(parse_query(body))
+    metrics = request.app[METRICS]
+    metrics.lookup_latency.labels("single").observe(time.perf_counter() - started)
+    metrics.lookups.labels("single", "found" if verdict["found"] else "not_found").inc()
+    return json_response(verdict)
+
+
+@routes.get("/v1/sources", name="sources")
+async def sources(request: web.Request) -> web.Response:
+    reader = request.app[INDEX].checker.reader
+    manifest_sources = reader.manifest["sources"]
+    return json_response({
+        "generation": reader.generation,
+        "sources": [
+            {
+                "id": s["id"], "title": s["title"], "breach_date": s["breach_date"],
+                "description": s.get("description", ""),
+                "data_classes": [c for c, n in s.get("classes", {}).items() if n],
+                "class_counts": s.get("classes", {}),
+                "rows": s.get("rows", 0), "records_indexed": s.get("records_indexed", 0),
+            }
+            for s in manifest_sources
+        ],
+    }, cache=True)
+
+
+@routes.get("/healthz", name="healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return json_response({"status": "ok"})
+
+
+@routes.get("/readyz", name="readyz")
+async def readyz(request: web.Request) -> web.Response:
+    holder = request.app[INDEX]
+    if not holder.ready:
+        return json_response({"status": "not_ready", "detail": holder.last_error}, status=503)
+    reader = holder.checker.reader
+    return json_response({
+        "status": "ready",
+        "generation": reader.generation,
+        "fingerprints": reader.fingerprint_count,
+        "loaded_at": holder.loaded_at,
+        "last_refused": holder.last_error,
+    })
+
+
+@routes.get("/metrics", name="metrics")
+async def metrics(request: web.Request) -> web.Response:
+    response = web.Response(body=request.app[METRICS].render())
+    response.headers["Content-Type"] = CONTENT_TYPE_LATEST
+    return response
+
+
+@routes.get("/openapi.json", name="openapi")
+async def openapi(request: web.Request) -> web.Response:
+    return json_response(openapi_document(), cache=True)

@@ -1,0 +1,161 @@
+"""API keys for bulk callers, in SQLite: only a hash of each key is stored.
+
+A key is `exk_` + 32 random bytes (url-safe base64). With 256 bits of entropy a plain
+SHA-256 is a sound verifier (nothing to brute-force, unlike a password), and it lets
+a key be found by its hash in one indexed query. Keys are read from the database on
+every authentication, so a key created or revoked by `exposure-serve keys ...` takes
+effect at once in every running worker.
+
+Usage is accounted per key and per day as counts (requests, records): never what
+was checked.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+import sqlite3
+import threading
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+__all__ = ["DEFAULT_KEY_RATE", "ApiKey", "KeyStore", "KeyStoreError"]
+
+DEFAULT_KEY_RATE: Final = 1_000_000  # records per minute
+TOKEN_PREFIX: Final = "exk_"
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    token_sha256 TEXT NOT NULL UNIQUE,
+    rate_per_minute INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS usage (
+    key_id INTEGER NOT NULL REFERENCES api_keys(id),
+    day TEXT NOT NULL,
+    requests INTEGER NOT NULL DEFAULT 0,
+    records INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key_id, day)
+);
+"""
+
+
+class KeyStoreError(Exception):
+    """The key database cannot be opened or used; the message says which file."""
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: int
+    name: str
+    rate_per_minute: int
+    created_at: str
+    revoked_at: str | None
+
+
+def _hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class KeyStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise KeyStoreError(f"cannot open the key database {path}: {exc}") from exc
+        self._lock = threading.Lock()
+        self._pending: Counter[tuple[int, str, str]] = Counter()
+
+    def close(self) -> None:
+        self.flush_usage()
+        self._db.close()
+
+    def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
+        """A new key and its token, which is shown once and never stored."""
+        if not name.strip():
+            raise KeyStoreError("a key needs a name (the insurer it is for)")
+        if rate_per_minute < 1:
+            raise KeyStoreError("--rate must be at least 1 record per minute")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            cursor = self._db.execute(
+                "INSERT INTO api_keys (name, token_sha256, rate_per_minute, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (name.strip(), _hash(token), rate_per_minute, created),
+            )
+        key_id = cursor.lastrowid
+        assert key_id is not None
+        return ApiKey(key_id, name.strip(), rate_per_minute, created, None), token
+
+    def all_keys(self) -> list[tuple[ApiKey, int, int]]:
+        """Every key with its total requests and records."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT k.id, k.name, k.rate_per_minute, k.created_at, k.revoked_at, "
+                "COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.records), 0) "
+                "FROM api_keys k LEFT JOIN usage u ON u.key_id = k.id "
+                "GROUP BY k.id ORDER BY k.id"
+            ).fetchall()
+        return [(ApiKey(*row[:5]), row[5], row[6]) for row in rows]
+
+    def revoke(self, key_id: int) -> bool:
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (now, key_id),
+            )
+        return cursor.rowcount == 1
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The live key behind `token`, or None (unknown or revoked)."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+            return None
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, name, rate_per_minute, created_at, revoked_at FROM api_keys "
+                "WHERE token_sha256 = ? AND revoked_at IS NULL",
+                (_hash(token),),
+            ).fetchone()
+        return ApiKey(*row) if row else None
+
+    def record_usage(self, key_id: int, *, requests: int = 0, records: int = 0) -> None:
+        """Counted in memory; written by `flush_usage` (called periodically)."""
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        self._pending[(key_id, day, "requests")] += requests
+        self._pending[(key_id, day, "records")] += records
+
+    def flush_usage(self) -> None:
+        pending, self._pending = self._pending, Counter()
+        totals: dict[tuple[int, str], list[int]] = {}
+        for (key_id, day, what), count in pending.items():
+            entry = totals.setdefault((key_id, day), [0, 0])
+            entry[0 if what == "requests" else 1] += count
+        if not totals:
+            return
+        with self._lock:
+            self._db.executemany(
+                "INSERT INTO usage (key_id, day, requests, records) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (key_id, day) DO UPDATE SET "
+                "requests = requests + excluded.requests, records = records + excluded.records",
+                [(k, d, r, n) for (k, d), (r, n) in totals.items()],
+            )
+
+    def usage(self, key_id: int) -> list[tuple[str, int, int]]:
+        with self._lock:
+            return self._db.execute(
+                "SELECT day, requests, records FROM usage WHERE key_id = ? ORDER BY day",
+                (key_id,),
+            ).fetchall()

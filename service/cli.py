@@ -1,0 +1,245 @@
+"""`exposure-serve`: run the service, or manage API keys (DESIGN §5, contract).
+
+    exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
+                   [--keys-db PATH] [--anon-rate PER_MIN] [--anon-burst N]
+                   [--max-batch-bytes N] [--trusted-proxy CIDR ...]
+    exposure-serve keys create NAME [--rate RECORDS_PER_MIN]
+    exposure-serve keys list
+    exposure-serve keys revoke ID
+
+With --workers N the parent binds the socket once and forks N workers that accept
+on it; they share the memory-mapped index through the page cache. The parent
+restarts a worker that dies and passes SIGTERM/SIGINT on for a graceful drain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from aiohttp import web
+
+from indexer.fingerprint import (
+    PEPPER_ENV,
+    Fingerprinter,
+    PepperError,
+    load_pepper,
+    resolve_pepper_file,
+)
+from indexer.generation import IndexNotFound, current_generation
+from indexer.reader import IndexError_, IndexReader, KeyMismatch
+
+from .apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
+from .app import create_app
+from .logs import configure_logging
+from .settings import Settings
+
+KEYS_DB_ENV = "EXPOSURE_KEYS_DB"
+DEFAULT_KEYS_DB = Path("var/keys.sqlite")
+SHUTDOWN_TIMEOUT = 30.0
+log = logging.getLogger("exposure.serve")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exposure-serve",
+        description="Serve the exposure lookup API and web form, or manage API keys "
+        "('exposure-serve keys --help').",
+    )
+    parser.add_argument("--index", type=Path, default=Path("var/index"), metavar="INDEX_DIR",
+                        help="index directory; its 'current' link is followed (default var/index)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="worker processes sharing the index (default 1)")
+    parser.add_argument("--pepper-file", type=Path, metavar="F",
+                        help=f"the build's pepper (default: ${PEPPER_ENV})")
+    parser.add_argument("--keys-db", type=Path, metavar="PATH",
+                        help=f"API key database (default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
+    parser.add_argument("--anon-rate", type=float, default=30.0, metavar="PER_MIN",
+                        help="anonymous lookups per minute per address (0 = unlimited; default 30)")
+    parser.add_argument("--anon-burst", type=int, default=10, metavar="N",
+                        help="anonymous burst (default 10)")
+    parser.add_argument("--max-batch-bytes", type=int, default=1 << 30, metavar="N",
+                        help="largest bulk body in bytes (default 1 GiB)")
+    parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
+                        help="reverse proxy whose X-Forwarded-For is believed (repeatable)")
+    parser.add_argument("--index-poll", type=float, default=2.0, metavar="SECONDS",
+                        help="how often to look for a newly published generation (default 2)")
+    parser.add_argument("--log-level", default="INFO", help="log level (default INFO)")
+
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    db = argparse.ArgumentParser(add_help=False)
+    db.add_argument("--keys-db", type=Path, metavar="PATH", default=argparse.SUPPRESS,
+                    help=f"API key database (default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
+    keys = commands.add_parser("keys", help="create, list or revoke API keys", parents=[db],
+                               description="Manage the API keys of bulk callers.")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", help="create a key; it is printed once", parents=[db],
+                                description="Create an API key for NAME. The key is printed "
+                                "once; only its hash is stored.")
+    create.add_argument("name", metavar="NAME")
+    create.add_argument("--rate", type=int, default=DEFAULT_KEY_RATE, metavar="RECORDS_PER_MIN",
+                        help=f"records per minute (default {DEFAULT_KEY_RATE:,})")
+    actions.add_parser("list", help="list keys with their usage (never the keys)", parents=[db])
+    revoke = actions.add_parser("revoke", help="revoke a key by id; effective at once",
+                                parents=[db])
+    revoke.add_argument("id", type=int, metavar="ID")
+    return parser
+
+
+def _keys_db(args: argparse.Namespace) -> Path:
+    if args.keys_db is not None:
+        return Path(args.keys_db)
+    return Path(os.environ.get(KEYS_DB_ENV) or DEFAULT_KEYS_DB)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "keys":
+            return _keys(args)
+        return _serve(args)
+    except (PepperError, KeyStoreError, KeyMismatch, ValueError) as exc:
+        print(f"exposure-serve: {exc}", file=sys.stderr)
+        return 2
+
+
+def _keys(args: argparse.Namespace) -> int:
+    store = KeyStore(_keys_db(args))
+    try:
+        if args.action == "create":
+            key, token = store.create(args.name, args.rate)
+            print(token)
+            print(f"key {key.id} for {key.name!r}, {key.rate_per_minute:,} records/min. "
+                  "This is the only time the key is shown: store it now.", file=sys.stderr)
+        elif args.action == "list":
+            print(f"{'id':>4}  {'name':<30} {'rate/min':>12} {'requests':>10} {'records':>12}  "
+                  "created               revoked")
+            for key, requests, records in store.all_keys():
+                print(f"{key.id:>4}  {key.name:<30} {key.rate_per_minute:>12,} {requests:>10,} "
+                      f"{records:>12,}  {key.created_at}  {key.revoked_at or '-'}")
+        else:
+            if not store.revoke(args.id):
+                print(f"exposure-serve: no live key with id {args.id}", file=sys.stderr)
+                return 1
+            print(f"key {args.id} revoked")
+    finally:
+        store.close()
+    return 0
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    if args.anon_rate < 0 or args.anon_burst < 1:
+        raise ValueError("--anon-rate must be >= 0 and --anon-burst >= 1")
+    if args.workers < 1:
+        raise ValueError("--workers must be at least 1")
+    try:
+        proxies = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in args.trusted_proxy)
+    except ValueError as exc:
+        raise ValueError(f"--trusted-proxy: {exc}") from None
+    return Settings(
+        index_dir=args.index, pepper_file=args.pepper_file, keys_db=_keys_db(args),
+        anon_rate=args.anon_rate, anon_burst=args.anon_burst, trusted_proxies=proxies,
+        max_batch_bytes=args.max_batch_bytes, index_poll_seconds=args.index_poll,
+    )
+
+
+def _precheck(settings: Settings) -> None:
+    """Refuse to start with a clear message rather than answer "not found" to everyone."""
+    fingerprinter = Fingerprinter(load_pepper(resolve_pepper_file(settings.pepper_file)))
+    try:
+        IndexReader(current_generation(settings.index_dir), fingerprinter, verify=False)
+    except (IndexNotFound, IndexError_) as exc:
+        if isinstance(exc, KeyMismatch):
+            raise
+        print(f"exposure-serve: warning: {exc}; not ready until an index is published",
+              file=sys.stderr)
+    KeyStore(settings.keys_db).close()
+
+
+def _serve(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    settings = settings_from_args(args)
+    _precheck(settings)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    print(f"exposure-serve: http://{args.host}:{sock.getsockname()[1]}/ "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",
+          file=sys.stderr, flush=True)
+    if args.workers == 1:
+        _run_worker(settings, sock)
+        return 0
+    return _supervise(settings, sock, args.workers)
+
+
+def _run_worker(settings: Settings, sock: socket.socket) -> None:
+    web.run_app(create_app(settings), sock=sock, access_log=None, print=None,
+                shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=True)
+
+
+def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+    children: dict[int, int] = {}
+    stopping = False
+
+    def spawn(slot: int) -> None:
+        pid = os.fork()
+        if pid == 0:  # child
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            code = 0
+            try:
+                _run_worker(settings, sock)
+            except BaseException:  # noqa: BLE001 - report and exit the child
+                logging.getLogger("exposure.serve").exception("worker crashed")
+                code = 1
+            os._exit(code)
+        children[pid] = slot
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for slot in range(workers):
+        spawn(slot)
+    restarts: list[float] = []
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        slot = children.pop(pid, -1)
+        if slot < 0 or stopping:
+            continue
+        now = time.monotonic()
+        restarts = [t for t in restarts if now - t < 60] + [now]
+        if len(restarts) > 10:
+            log.error("workers keep dying: giving up")
+            stop(signal.SIGTERM, None)
+            continue
+        log.warning("worker died; restarting", extra={"slot": slot, "status": status})
+        spawn(slot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

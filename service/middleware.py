@@ -1,0 +1,142 @@
+"""The one error middleware, request ids, access log, metrics and security headers.
+
+Every exception is turned into an answer here: `ApiError` with its status, aiohttp's
+own HTTP errors (404, 405...) likewise, anything else a 500 that says "internal error"
+and logs the traceback without request data. The form's routes get an HTML page,
+every other route `application/problem+json`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+from indexer.matchkeys import QueryError
+
+from .errors import (
+    ApiError,
+    BadRequest,
+    InvalidIdentifiers,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from .state import METRICS
+
+__all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "middleware", "on_prepare", "problem_response"]
+
+log = logging.getLogger("exposure.http")
+REQUEST_ID: Final = "request_id"
+_SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HtmlRenderer = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]
+HTML_ERROR_RENDERER: Final[web.AppKey[HtmlRenderer]] = web.AppKey("html_error_renderer")
+
+SECURITY_HEADERS: Final = {
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def problem_response(error: ApiError) -> web.Response:
+    response = web.Response(
+        body=orjson.dumps(error.problem()),
+        status=error.status,
+        content_type="application/problem+json",
+        headers=error.headers,
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _from_http_exception(exc: web.HTTPException) -> ApiError:
+    if exc.status == 404:
+        return NotFound("No such resource.")
+    if exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        return MethodNotAllowed("Method not allowed.", headers={"Allow": allowed})
+    if exc.status == 413:
+        return PayloadTooLarge("The request body is too large.")
+    if exc.status == 415:
+        return UnsupportedMediaType("Unsupported content type.")
+    error = ApiError(exc.reason or "HTTP error")
+    error.status = exc.status  # type: ignore[misc]
+    error.title = exc.reason  # type: ignore[misc]
+    error.slug = f"http-{exc.status}"  # type: ignore[misc]
+    return error
+
+
+def _route_name(request: web.Request) -> str:
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    supplied = request.headers.get("X-Request-Id", "")
+    request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else secrets.token_hex(8)
+    request[REQUEST_ID] = request_id
+    started = time.perf_counter()
+    route = _route_name(request)
+    try:
+        response = await handler(request)
+    except QueryError as exc:
+        response = await _render(request, InvalidIdentifiers(
+            "Some identifiers are invalid or a complete key is missing.",
+            errors=[e.as_dict() for e in exc.errors],
+        ))
+    except ApiError as exc:
+        response = await _render(request, exc)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = await _render(request, _from_http_exception(exc))
+    except (ValueError, UnicodeDecodeError) as exc:
+        # Decoding and parsing errors that escaped a handler are the client's fault,
+        # but their text may quote the input: log the type only.
+        log.warning("unhandled client error", extra={"request_id": request_id,
+                                                     "error": type(exc).__name__})
+        response = await _render(request, BadRequest("The request could not be parsed."))
+    except Exception:
+        log.exception("internal error", extra={"request_id": request_id, "route": route})
+        response = await _render(request, ApiError("Internal error."))
+    elapsed = time.perf_counter() - started
+    request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
+    log.info("request", extra={
+        "request_id": request_id, "route": route, "method": request.method,
+        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
+    })
+    return response
+
+
+async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
+    """Security headers and the request id on every response, streamed ones too."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    if REQUEST_ID in request:
+        response.headers["X-Request-Id"] = request[REQUEST_ID]
+
+
+async def _render(request: web.Request, error: ApiError) -> web.StreamResponse:
+    renderer = request.app.get(HTML_ERROR_RENDERER)
+    if renderer is not None and request.match_info.route.name == "form":
+        page: web.StreamResponse = await renderer(request, error)
+        return page
+    return problem_response(error)

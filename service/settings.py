@@ -1,0 +1,27 @@
+"""Service settings: one frozen object built by the CLI or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    index_dir: Path = Path("var/index")
+    pepper_file: Path | None = None  # None: $EXPOSURE_PEPPER_FILE
+    keys_db: Path = Path("var/keys.sqlite")
+    anon_rate: float = 30.0  # lookups per minute per client address; 0 = unlimited
+    anon_burst: int = 10
+    trusted_proxies: tuple[Network, ...] = ()
+    max_check_bytes: int = 16 * 1024
+    max_batch_bytes: int = 1 << 30
+    max_batch_line_bytes: int = 64 * 1024
+    batch_chunk_lines: int = 1024
+    index_poll_seconds: float = 2.0
+    usage_flush_seconds: float = 5.0
+    oprf_key_file: Path | None = None
+    extra: dict[str, str] = field(default_factory=dict)
