@@ -186,9 +186,6 @@ _CAMEL_CASE: Final = re.compile(r"(?<=[a-z])(?=[A-Z])")
 _NOT_ALNUM: Final = re.compile(r"[^A-Z0-9]+")
 
 
-_Picker = Callable[[list[str]], Sequence[str]]
-
-
 class DumpError(Exception):
     """A dump that cannot be read as described; the message never quotes a data row."""
 
@@ -383,16 +380,32 @@ def parse_block(block: bytes, layout: DumpLayout) -> Iterator[tuple[str, ...] | 
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=layout.delimiter)
     # The csv module accepts NUL since Python 3.11; a NUL in a dump is corruption. One
     # search of the block keeps the per-row test off the common path.
-    if padded or "\0" in text:
-        return _checked_rows(reader, pick, top)
+    with_nul = "\0" in text
+    if padded or with_nul:
+        return _checked_rows(reader, pick, top, padded, with_nul)
     return _rows(reader, pick)
 
 
+_Picker = Callable[[list[str]], Sequence[str]]
+
+
+def _row_picker(columns: Mapping[str, int]) -> tuple[_Picker, int, bool]:
+    """An itemgetter from a parsed row to its values in DUMP_FIELDS order, the highest
+    column index it reads, and whether the row must first be padded with one "" (at
+    index -1) that stands for the fields the dump lacks."""
+    indices = [columns.get(field) for field in DUMP_FIELDS]
+    present = [index for index in indices if index is not None]
+    if not present:
+        raise ValueError("a dump layout needs at least one column")
+    padded = len(present) < len(DUMP_FIELDS)
+    return itemgetter(*(-1 if index is None else index for index in indices)), max(present), padded
+
+
 def _rows(reader: Iterator[list[str]], pick: _Picker) -> Iterator[tuple[str, ...] | None]:
-    """The hot loop, for a block without NUL and a dump with every field.
+    """The hot loop, for a block without NUL of a dump with every field.
 
     A row costs the C parser, one itemgetter and one map of str.strip (about 1.4 µs
-    for nine fields): a row too short for the itemgetter raises IndexError, which
+    for nine fields). A row too short for the itemgetter raises IndexError, which
     costs nothing on the rows that are not.
     """
     strip = str.strip
@@ -411,9 +424,9 @@ def _rows(reader: Iterator[list[str]], pick: _Picker) -> Iterator[tuple[str, ...
 
 
 def _checked_rows(
-    reader: Iterator[list[str]], pick: _Picker, top: int
+    reader: Iterator[list[str]], pick: _Picker, top: int, padded: bool, with_nul: bool
 ) -> Iterator[tuple[str, ...] | None]:
-    """The loop for the other blocks: the row length and NUL bytes tested row by row."""
+    """The loop for the other cases: row length (and NUL bytes) tested row by row."""
     strip = str.strip
     while True:
         try:
@@ -421,39 +434,21 @@ def _checked_rows(
                 if len(row) <= top:
                     if _is_malformed(row):
                         yield None
-                elif any("\0" in value for value in row):
+                    continue
+                if with_nul and any("\0" in value for value in row):
                     yield None
-                else:
-                    yield tuple(map(strip, pick(row)))
+                    continue
+                if padded:
+                    row.append("")
+                yield tuple(map(strip, pick(row)))
             return
         except csv.Error:
             yield None
 
 
 def _is_malformed(short_row: list[str]) -> bool:
-    # A blank line parses as [] (or one blank field): skipped, not malformed.
+    # A blank line parses as [] (or as one blank field): skipped, not malformed.
     return len(short_row) > 1 or (len(short_row) == 1 and bool(short_row[0].strip()))
-
-
-def _row_picker(columns: Mapping[str, int]) -> tuple[_Picker, int, bool]:
-    """A function from a parsed row to its values in DUMP_FIELDS order, the highest
-    column index it reads, and whether it pads (the dump lacks some field)."""
-    indices = [columns.get(field) for field in DUMP_FIELDS]
-    present = [index for index in indices if index is not None]
-    if not present:
-        raise ValueError("a dump layout needs at least one column")
-    top = max(present)
-    if len(present) == len(DUMP_FIELDS):
-        return itemgetter(*present), top, False
-    # A field the dump lacks reads an empty string appended to the row (index -1).
-    getter = itemgetter(*(-1 if index is None else index for index in indices))
-
-    def pick_padded(row: list[str]) -> Sequence[str]:
-        row.append("")
-        values: Sequence[str] = getter(row)
-        return values
-
-    return pick_padded, top, True
 
 
 def _decode(data: bytes, encoding: str | None) -> str:

@@ -34,7 +34,7 @@ from .state import METRICS
 __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "middleware", "on_prepare", "problem_response"]
 
 log = logging.getLogger("exposure.http")
-REQUEST_ID: Final = "request_id"
+REQUEST_ID: Final = web.RequestKey("request_id", str)
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

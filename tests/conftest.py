@@ -1,0 +1,106 @@
+"""Shared fixtures: a real index built by the real indexer from a small synthetic breach.
+
+Session-scoped artefacts are built once (a few seconds); tests that modify an index
+build their own in `tmp_path`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from indexer.build import BuildOptions, build_index
+from indexer.synth import write_synthetic_breach
+from service.app import create_app
+from service.apikeys import KeyStore
+from service.settings import Settings
+
+SYNTH_RECORDS = 4000
+SYNTH_SEED = 20240129
+
+
+def write_pepper(path: Path, content: bytes | None = None) -> Path:
+    path.write_bytes(content if content is not None else os.urandom(32))
+    path.chmod(0o600)
+    return path
+
+
+@dataclass(frozen=True)
+class Breach:
+    """A synthetic breach on disk, its pepper and its built index."""
+
+    dir: Path
+    sources_toml: Path
+    pepper_file: Path
+    index_dir: Path
+
+    def members(self) -> list[dict[str, str]]:
+        with (self.dir / "members.csv").open(encoding="utf-8", newline="") as stream:
+            return list(csv.DictReader(stream, delimiter=";"))
+
+    def expected(self) -> dict[str, dict[str, str]]:
+        with (self.dir / "members-expected.csv").open(encoding="utf-8", newline="") as stream:
+            return {row["ref"]: row for row in csv.DictReader(stream)}
+
+
+def build_breach(root: Path, records: int = SYNTH_RECORDS, seed: int = SYNTH_SEED,
+                 shards: int = 4) -> Breach:
+    root.mkdir(parents=True, exist_ok=True)
+    synth = root / "synth"
+    write_synthetic_breach(synth, records=records, seed=seed, workers=1)
+    pepper = write_pepper(root / "pepper.key")
+    index_dir = root / "index"
+    build_index(synth / "sources.toml", index_dir, pepper.read_bytes(),
+                BuildOptions(shards=shards, workers=1))
+    return Breach(synth, synth / "sources.toml", pepper, index_dir)
+
+
+@pytest.fixture(scope="session")
+def breach(tmp_path_factory: pytest.TempPathFactory) -> Breach:
+    return build_breach(tmp_path_factory.mktemp("breach"))
+
+
+@pytest.fixture
+def make_settings(breach: Breach, tmp_path: Path) -> Callable[..., Settings]:
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "index_dir": breach.index_dir,
+            "pepper_file": breach.pepper_file,
+            "keys_db": tmp_path / "keys.sqlite",
+            "anon_rate": 0.0,
+            "index_poll_seconds": 0.2,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def settings(make_settings: Callable[..., Settings]) -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Callable[..., Any], settings: Settings
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:
+    yield await aiohttp_client(create_app(settings))
+
+
+@pytest.fixture
+def api_key(settings: Settings) -> str:
+    store = KeyStore(settings.keys_db)
+    try:
+        _, token = store.create("Test insurer")
+    finally:
+        store.close()
+    return token

@@ -1,0 +1,515 @@
+"""Tests for indexer.matchkeys: query parsing, complete keys and matching (DESIGN §2, §3).
+
+Matching is checked end to end on the real code of both sides: a record's keys come
+from `records.record_keys`, a query's from `parse_query`, and a query matches when
+the two share a key. "today" is injected.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from indexer.identity import IdentityError
+from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query, strong_key, weak_key
+from indexer.records import record_keys
+
+TODAY = dt.date(2024, 6, 15)
+PROPERTY = settings(deadline=None, max_examples=200)
+
+NIR = "294037512000591"  # DESIGN §3 reference vector; born March 1994
+BIRTH_DATE = "12/03/1994"
+CANONICAL_DATE = "1994-03-12"
+VALID_QUERY = {"nir": NIR, "birth_date": BIRTH_DATE, "last_name": "Martin", "first_name": "Jean"}
+
+
+def record(
+    *,
+    nir: str = "",
+    last_name: str = "",
+    usage_name: str = "",
+    first_names: str = "",
+    birth_date: str = BIRTH_DATE,
+) -> list[str]:
+    row = (nir, last_name, usage_name, first_names, birth_date, "", "", "", "")
+    return record_keys(row)[0]
+
+
+def query(**fields: object) -> list[MatchKey]:
+    return parse_query(fields, today=TODAY)
+
+
+def matches(record_fields: dict[str, str], query_fields: dict[str, object]) -> bool:
+    indexed = set(record(**record_fields))
+    return any(key.canonical in indexed for key in query(**query_fields))
+
+
+def query_error(**fields: object) -> QueryError:
+    with pytest.raises(QueryError) as info:
+        parse_query(fields, today=TODAY)
+    assert info.value.errors, "a QueryError always carries field errors"
+    return info.value
+
+
+def codes(error: QueryError) -> set[tuple[str, str]]:
+    return {(e.field, e.code) for e in error.errors}
+
+
+# --- keys --------------------------------------------------------------------------------------
+
+
+def test_canonical_key_forms() -> None:
+    assert strong_key(NIR, CANONICAL_DATE) == f"strong|{NIR}|{CANONICAL_DATE}"
+    assert weak_key("MARTIN", "JEAN", CANONICAL_DATE) == f"weak|MARTIN|JEAN|{CANONICAL_DATE}"
+
+
+def test_full_query_gives_strong_key_first() -> None:
+    keys = query(**VALID_QUERY)
+    assert [key.strength for key in keys] == ["strong", "weak"]
+    assert keys[0].canonical == strong_key(NIR, CANONICAL_DATE)
+    assert keys[0].matched_on == ("nir", "birth_date")
+    assert keys[1].canonical == weak_key("MARTIN", "JEAN", CANONICAL_DATE)
+    assert set(keys[1].matched_on) == {"last_name", "first_name", "birth_date"}
+
+
+def test_query_keys_are_normalised() -> None:
+    keys = query(nir="2 94 03 75 120 005 91", birth_date="1994-03-12",
+                 last_name="  martin ", first_name="jéan")
+    assert [key.canonical for key in keys] == [
+        strong_key(NIR, CANONICAL_DATE), weak_key("MARTIN", "JEAN", CANONICAL_DATE)
+    ]
+
+
+def test_strong_key_alone() -> None:
+    keys = query(nir=NIR, birth_date=BIRTH_DATE)
+    assert [(k.strength, k.canonical) for k in keys] == [
+        ("strong", strong_key(NIR, CANONICAL_DATE))
+    ]
+
+
+def test_weak_key_alone() -> None:
+    keys = query(last_name="Martin", first_name="Jean", birth_date=BIRTH_DATE)
+    assert [(k.strength, k.canonical) for k in keys] == [
+        ("weak", weak_key("MARTIN", "JEAN", CANONICAL_DATE))
+    ]
+
+
+def test_unknown_fields_are_ignored() -> None:
+    keys = query(nir=NIR, birth_date=BIRTH_DATE, ref="m-001", comment=12)
+    assert [k.strength for k in keys] == ["strong"]
+
+
+# --- matching: first names -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record_first_names", "query_first_name", "expected"),
+    [
+        ("JEAN PIERRE MARIE", "Jean", True),
+        ("JEAN-PIERRE", "Jean-Pierre", True),
+        ("JEAN-PIERRE", "Jean Pierre", True),
+        ("JEAN-PIERRE", "jean–pierre", True),
+        ("JEAN-PIERRE MARIE", "Jean-Pierre", True),
+        ("JEAN-PIERRE", "Jean", False),
+        ("JEAN-PIERRE", "Pierre", False),
+        ("JEAN PIERRE MARIE", "Pierre", False),
+        ("JEAN PIERRE MARIE", "Marie", False),
+        ("JEAN, PIERRE, MARIE", "Jean", True),
+        ("JEAN,PIERRE,MARIE", "Jean", True),
+        ("JEAN,PIERRE", "Pierre", False),
+        ("JEAN-PIERRE, MARIE", "Jean Pierre", True),
+        ("LÆTITIA MARIE", "Laetitia", True),
+        ("Hélène", "HELENE", True),
+    ],
+)
+def test_query_first_name_matches_the_first_given_name(
+    record_first_names: str, query_first_name: str, expected: bool
+) -> None:
+    assert matches(
+        {"last_name": "MARTIN", "first_names": record_first_names},
+        {"last_name": "Martin", "first_name": query_first_name, "birth_date": BIRTH_DATE},
+    ) is expected
+
+
+# --- matching: last names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query_last_name", "expected"),
+    [
+        ("Martin", True),  # birth name
+        ("Le Gall", True),  # usage name
+        ("LE-GALL", True),
+        ("legall", True),
+        ("Martin Le Gall", False),
+        ("Durand", False),
+    ],
+)
+def test_query_last_name_matches_birth_or_usage_name(query_last_name: str, expected: bool) -> None:
+    assert matches(
+        {"last_name": "MARTIN", "usage_name": "LE GALL", "first_names": "MARIE ANNE"},
+        {"last_name": query_last_name, "first_name": "Marie", "birth_date": BIRTH_DATE},
+    ) is expected
+
+
+def test_record_with_usage_name_is_indexed_under_both_names() -> None:
+    keys = record(last_name="MARTIN", usage_name="LE GALL", first_names="MARIE ANNE")
+    assert set(keys) == {
+        weak_key("MARTIN", "MARIE", CANONICAL_DATE),
+        weak_key("LEGALL", "MARIE", CANONICAL_DATE),
+    }
+
+
+@pytest.mark.parametrize(
+    ("record_name", "query_name"),
+    [
+        ("D'ARTAGNAN", "d’Artagnan"),
+        ("DARTAGNAN", "D'Artagnan"),
+        ("D ARTAGNAN", "d‘artagnan"),
+        ("D`ARTAGNAN", "DARTAGNAN"),
+        ("MÜLLER", "Muller"),
+        ("ŒILLET", "Oeillet"),
+        ("STRASSE", "Straße"),
+        ("LE—GALL", "Le Gall"),
+    ],
+)
+def test_name_equivalences_hold_between_record_and_query(record_name: str, query_name: str) -> None:
+    assert matches(
+        {"last_name": record_name, "first_names": "JEAN"},
+        {"last_name": query_name, "first_name": "Jean", "birth_date": BIRTH_DATE},
+    )
+
+
+# --- matching: NIR and date ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("record_nir", "query_nir"),
+    [
+        (NIR, "2 94 03 75 120 005 91"),
+        (NIR, "2.94.03.75.120.005.91"),
+        (NIR, "2\u00a094\u00a003\u00a075\u00a0120\u00a0005\u00a091"),
+        (NIR, "2940375120005"),
+        ("2940375120005", NIR),
+        ("253072B07300470", "2 53 07 2b 073 004 70"),
+    ],
+)
+@pytest.mark.parametrize("query_date", ["1994-03-12", "12/03/1994", "12-03-1994", "12.03.1994"])
+def test_strong_key_matches_typed_variants(record_nir: str, query_nir: str, query_date: str) -> None:
+    assert matches({"nir": record_nir}, {"nir": query_nir, "birth_date": query_date})
+
+
+def test_another_birth_date_under_the_same_nir_does_not_match() -> None:
+    # A child under a parent's NIR: the date of birth tells them apart.
+    assert not matches({"nir": NIR}, {"nir": NIR, "birth_date": "12/03/2010"})
+
+
+def test_unknown_day_and_month_match_as_such() -> None:
+    record_fields = {"nir": NIR, "birth_date": "00/00/1950"}
+    assert matches(record_fields, {"nir": NIR, "birth_date": "1950-00-00"})
+    assert not matches(record_fields, {"nir": NIR, "birth_date": "01/01/1950"})
+
+
+# --- complete keys -----------------------------------------------------------------------------------
+
+
+def test_nir_without_birth_date_is_incomplete() -> None:
+    assert ("birth_date", "required") in codes(query_error(nir=NIR))
+
+
+def test_names_without_birth_date_are_incomplete() -> None:
+    error = query_error(last_name="Martin", first_name="Jean")
+    assert ("birth_date", "required") in codes(error)
+
+
+def test_last_name_without_first_name_is_incomplete() -> None:
+    error = query_error(last_name="Martin", birth_date=BIRTH_DATE)
+    assert codes(error) == {("first_name", "required")}
+
+
+def test_first_name_without_last_name_is_incomplete() -> None:
+    error = query_error(first_name="Jean", birth_date=BIRTH_DATE)
+    assert codes(error) == {("last_name", "required")}
+
+
+def test_birth_date_alone_is_incomplete() -> None:
+    error = query_error(birth_date=BIRTH_DATE)
+    assert {e.field for e in error.errors} & {"nir", "last_name", "first_name"}
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{}, {"nir": ""}, {"nir": " ", "birth_date": "\t", "last_name": "", "first_name": "\u00a0"},
+     {"ref": "m-001"}],
+    ids=["empty", "blank-nir", "all-blank", "unknown-only"],
+)
+def test_nothing_is_incomplete(fields: dict[str, str]) -> None:
+    error = query_error(**fields)
+    assert ("birth_date", "required") in codes(error)
+    assert len(error.errors) >= 2
+
+
+# --- invalid fields -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "code"),
+    [
+        ("nir", "294037512000592", "invalid_checksum"),
+        ("nir", "29403751200059", "invalid_length"),
+        ("nir", "994037512000591", "invalid_sex_digit"),
+        ("nir", "294437512000591", "invalid_month"),
+        ("birth_date", "31/02/1994", "invalid_date"),
+        ("birth_date", "12/03/94", "two_digit_year"),
+        ("birth_date", "12/03/2031", "out_of_range"),
+        ("last_name", "Mart1n", "invalid_characters"),
+        ("first_name", "Жан", "invalid_characters"),
+    ],
+)
+def test_an_invalid_field_is_an_error_even_with_another_complete_key(
+    field: str, value: str, code: str
+) -> None:
+    error = query_error(**{**VALID_QUERY, field: value})
+    assert (field, code) in codes(error)
+
+
+def test_every_invalid_field_is_reported() -> None:
+    error = query_error(nir="294037512000592", birth_date="31/02/1994",
+                        last_name="Mart1n", first_name="J3an")
+    assert codes(error) == {
+        ("nir", "invalid_checksum"),
+        ("birth_date", "invalid_date"),
+        ("last_name", "invalid_characters"),
+        ("first_name", "invalid_characters"),
+    }
+
+
+@pytest.mark.parametrize("value", [12, 1.5, True, ["Martin"], {"v": "Martin"}, b"Martin"],
+                         ids=["int", "float", "bool", "list", "dict", "bytes"])
+@pytest.mark.parametrize("field", QUERY_FIELDS)
+def test_non_string_values_are_invalid_type(field: str, value: object) -> None:
+    error = query_error(**{**VALID_QUERY, field: value})
+    assert (field, "invalid_type") in codes(error)
+
+
+@pytest.mark.parametrize("blank", ["", " ", "\t", "\u00a0", "  \n "])
+def test_blank_strings_count_as_absent(blank: str) -> None:
+    keys = query(**{**VALID_QUERY, "nir": blank})
+    assert [k.strength for k in keys] == ["weak"]
+    keys = query(**{**VALID_QUERY, "last_name": blank, "first_name": blank})
+    assert [k.strength for k in keys] == ["strong"]
+    error = query_error(**{**VALID_QUERY, "birth_date": blank})
+    assert ("birth_date", "required") in codes(error)
+
+
+# --- error messages never quote the value --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {**VALID_QUERY, "nir": "294037512000592"},
+        {**VALID_QUERY, "nir": "29403751200059"},
+        {**VALID_QUERY, "nir": "994037512000591"},
+        {**VALID_QUERY, "nir": "294437512000591"},
+        {**VALID_QUERY, "nir": "294037C12000591"},
+        {**VALID_QUERY, "nir": "2940375120005+1"},
+        {**VALID_QUERY, "nir": "...-"},
+        {**VALID_QUERY, "birth_date": "31/02/1994"},
+        {**VALID_QUERY, "birth_date": "12/03/94"},
+        {**VALID_QUERY, "birth_date": "12/03/2031"},
+        {**VALID_QUERY, "birth_date": "12/03-1994"},
+        {**VALID_QUERY, "last_name": "Mart1n"},
+        {**VALID_QUERY, "first_name": "Jean/Marie"},
+        {**VALID_QUERY, "first_name": "’–’"},
+        {**VALID_QUERY, "nir": 294037512000591},
+        {"nir": NIR},
+        {"last_name": "Martin", "birth_date": BIRTH_DATE},
+        {"first_name": "Jean", "birth_date": BIRTH_DATE},
+        {"birth_date": BIRTH_DATE},
+    ],
+)
+def test_error_messages_never_quote_a_submitted_value(fields: dict[str, object]) -> None:
+    error = query_error(**fields)
+    assert_no_value_quoted(error, fields)
+
+
+def assert_no_value_quoted(error: QueryError, fields: dict[str, object]) -> None:
+    texts = [str(error)] + [t for e in error.errors for t in (e.message, str(e))]
+    for value in fields.values():
+        shown = value.strip() if isinstance(value, str) else str(value)
+        for text in texts:
+            assert shown not in text
+
+
+DIGITS = "0123456789"
+
+
+def _nir_key(body: str) -> str:
+    department = {"2A": "19", "2B": "18"}.get(body[5:7], body[5:7])
+    return f"{97 - int(body[:5] + department + body[7:]) % 97:02d}"
+
+
+@st.composite
+def _nir_body(draw: st.DrawFn, month: int | None = None) -> str:
+    sex = draw(st.sampled_from("123478"))
+    if month is None:
+        month = draw(st.sampled_from([*range(1, 13), *range(20, 43), *range(50, 100)]))
+    return f"{sex}{draw(st.text(DIGITS, min_size=2, max_size=2))}{month:02d}" + draw(
+        st.text(DIGITS, min_size=8, max_size=8)
+    )
+
+
+@st.composite
+def bad_nirs(draw: st.DrawFn) -> tuple[str, str]:
+    """An invalid NIR and the code it must give, one branch per error path."""
+    path = draw(st.sampled_from(["checksum", "length", "sex", "format", "month",
+                                 "characters", "required"]))
+    body = draw(_nir_body())
+    if path == "checksum":
+        key = draw(st.integers(0, 99).map("{:02d}".format).filter(lambda k: k != _nir_key(body)))
+        return body + key, "invalid_checksum"
+    if path == "length":
+        size = draw(st.sampled_from([6, 7, 8, 9, 10, 11, 12, 14, 16, 17, 20]))
+        return draw(st.text(DIGITS, min_size=size, max_size=size)), "invalid_length"
+    if path == "sex":
+        return draw(st.sampled_from("0569")) + body[1:] + _nir_key(body), "invalid_sex_digit"
+    if path == "format":
+        at = draw(st.integers(1, 14))
+        nir = body + _nir_key(body)
+        return nir[:at] + draw(st.sampled_from("CDEFXYZ")) + nir[at + 1:], "invalid_format"
+    if path == "month":
+        month = draw(st.sampled_from([0, *range(13, 20), *range(43, 50)]))
+        body = draw(_nir_body(month=month))
+        return body + _nir_key(body), "invalid_month"
+    if path == "characters":
+        nir = body + _nir_key(body)
+        at = draw(st.integers(0, 15))
+        return nir[:at] + draw(st.sampled_from("+/*#_é€٣")) + nir[at:], "invalid_characters"
+    return draw(st.text(".-\u00a0\u2013", min_size=2, max_size=6).filter(str.strip)), "required"
+
+
+@st.composite
+def bad_dates(draw: st.DrawFn) -> tuple[str, str]:
+    path = draw(st.sampled_from(["short", "format", "date", "future", "past"]))
+    day, month = draw(st.integers(1, 28)), draw(st.integers(1, 12))
+    sep = draw(st.sampled_from("/.-"))
+    if path == "short":
+        return f"{day:02d}{sep}{month:02d}{sep}{draw(st.integers(0, 99)):02d}", "two_digit_year"
+    if path == "format":
+        other = draw(st.sampled_from("/.-").filter(lambda s: s != sep))
+        return f"{day:02d}{sep}{month:02d}{other}{draw(st.integers(1880, 2020))}", "invalid_format"
+    if path == "date":
+        day, month = draw(st.one_of(
+            st.tuples(st.integers(32, 99), st.integers(1, 12)),
+            st.tuples(st.integers(1, 28), st.integers(13, 99)),
+            st.tuples(st.integers(30, 31), st.just(2)),
+        ))
+        return f"{day:02d}/{month:02d}/{draw(st.integers(1880, 2020))}", "invalid_date"
+    year = draw(st.integers(2025, 9999) if path == "future" else st.integers(1, 1879))
+    return f"{day:02d}/{month:02d}/{year:04d}", "out_of_range"
+
+
+@st.composite
+def bad_names(draw: st.DrawFn) -> tuple[str, str]:
+    path = draw(st.sampled_from(["digits", "script", "symbol", "required"]))
+    if path == "digits":
+        return draw(st.from_regex(r"[A-Za-zéè]{2,8}[0-9]{1,3}[a-z]{0,4}", fullmatch=True)), (
+            "invalid_characters"
+        )
+    if path == "script":
+        letters = st.characters(min_codepoint=0x410, max_codepoint=0x44F)  # Cyrillic
+        greek = st.characters(min_codepoint=0x3B1, max_codepoint=0x3C9)
+        return draw(st.text(st.one_of(letters, greek), min_size=1, max_size=10)), (
+            "invalid_characters"
+        )
+    if path == "symbol":
+        name = draw(st.from_regex(r"[A-Za-z]{2,8}", fullmatch=True))
+        return name + draw(st.sampled_from("!?@#$%&*+=/_;:()[]{}<>|~^€£")), "invalid_characters"
+    separators = st.text("-'’‘–—. ", min_size=2, max_size=6)
+    return draw(separators.filter(lambda s: s.strip() and not s.isascii())), "required"
+
+
+@st.composite
+def bad_types(draw: st.DrawFn) -> tuple[object, str]:
+    value = draw(st.one_of(
+        st.integers().filter(lambda n: abs(n) >= 100),
+        st.lists(st.text(), max_size=3),
+        st.booleans(),
+        st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+    ))
+    return value, "invalid_type"
+
+
+@st.composite
+def queries_with_one_bad_field(draw: st.DrawFn) -> tuple[dict[str, object], str, str]:
+    field = draw(st.sampled_from(QUERY_FIELDS))
+    strategy = {"nir": bad_nirs(), "birth_date": bad_dates(), "last_name": bad_names(),
+                "first_name": bad_names()}[field]
+    value, code = draw(st.one_of(strategy, bad_types()))
+    return {**VALID_QUERY, field: value}, field, code
+
+
+@PROPERTY
+@given(case=queries_with_one_bad_field())
+def test_every_error_path_gives_its_code_and_never_quotes_the_value(
+    case: tuple[dict[str, object], str, str],
+) -> None:
+    fields, field, code = case
+    error = query_error(**fields)
+    assert (field, code) in codes(error)
+    assert_no_value_quoted(error, fields)
+
+
+@PROPERTY
+@given(
+    nir=st.one_of(bad_nirs(), bad_types()),
+    date=st.one_of(bad_dates(), bad_types()),
+    last=st.one_of(bad_names(), bad_types()),
+    first=st.one_of(bad_names(), bad_types()),
+)
+def test_all_fields_bad_at_once(
+    nir: tuple[object, str], date: tuple[object, str], last: tuple[object, str],
+    first: tuple[object, str],
+) -> None:
+    fields = {"nir": nir[0], "birth_date": date[0], "last_name": last[0], "first_name": first[0]}
+    error = query_error(**fields)
+    assert codes(error) == {
+        ("nir", nir[1]), ("birth_date", date[1]), ("last_name", last[1]),
+        ("first_name", first[1]),
+    }
+    assert_no_value_quoted(error, fields)
+
+
+# --- parse_query on arbitrary input -----------------------------------------------------------------
+
+VALID_VALUES = st.sampled_from(
+    [NIR, "2 94 03 75 120 005 91", BIRTH_DATE, "1994-03-12", "Martin", "Jean", "Le Gall"]
+)
+ANY_VALUE = st.one_of(
+    st.text(), st.integers(), st.none(), st.lists(st.one_of(st.text(), st.integers())),
+    VALID_VALUES,
+)
+
+
+@PROPERTY
+@given(fields=st.dictionaries(st.one_of(st.sampled_from(QUERY_FIELDS), st.text()), ANY_VALUE))
+def test_parse_query_returns_keys_or_raises_query_error(fields: dict[str, object]) -> None:
+    try:
+        keys = parse_query(fields, today=TODAY)
+    except QueryError as error:
+        assert error.errors
+        for item in error.errors:
+            assert isinstance(item, IdentityError)
+            assert item.field in QUERY_FIELDS
+            assert item.code and item.message
+        return
+    assert keys
+    strengths = [key.strength for key in keys]
+    assert strengths == sorted(strengths, key=["strong", "weak"].index)
+    for key in keys:
+        assert isinstance(key, MatchKey)
+        assert key.canonical.startswith(f"{key.strength}|")
