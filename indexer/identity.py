@@ -45,9 +45,10 @@ class IdentityError(ValueError):
 
 # Separators people type inside a NIR: spaces (also the non-breaking ones that word
 # processors insert), dots and every kind of hyphen.
-_NIR_SEPARATORS: Final = dict.fromkeys(
-    map(ord, " \t.-\u00a0\u202f\u2007\u2009\u2010\u2011\u2012\u2013\u2014\u2212"), None
-)
+_BLANKS: Final = " \t\r\n\u00a0\u202f\u2007\u2009"
+_DASHES: Final = "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
+_APOSTROPHES: Final = "'\u2019\u2018`\u00b4\u02bc\u02b9\uff07"
+_NIR_SEPARATORS: Final = dict.fromkeys(map(ord, _BLANKS + _DASHES + "."), None)
 _NIR_SHAPE: Final = re.compile(r"[1-9][0-9]{4}(?:[0-9]{2}|2[AB])[0-9]{6}(?:[0-9]{2})?")
 _SEX_DIGITS: Final = frozenset("123478")
 
@@ -165,19 +166,11 @@ def _parse_date(text: str, field: str) -> str:
 # Letters that Unicode decomposition leaves alone but French civil status writes as
 # plain letters: ligatures, and a few Latin letters with strokes.
 _LETTER_FOLDS: Final = str.maketrans(
-    {"Æ": "AE", "Œ": "OE", "Ø": "O", "Đ": "D", "Ł": "L", "Ŀ": "L", "Ð": "D", "Þ": "TH"}
+    {"Æ": "AE", "Œ": "OE", "Ø": "O", "Đ": "D", "Ł": "L", "Ŀ": "L", "Ð": "D", "Þ": "TH",
+     "ẞ": "SS"}
 )
 # Separators fold away: blanks, every dash, every apostrophe, dots.
-_NAME_SEPARATORS: Final = dict.fromkeys(
-    map(
-        ord,
-        " \t\r\n\u00a0\u202f\u2007\u2009"
-        "-\u2010\u2011\u2012\u2013\u2014\u2015\u2212\ufe58\ufe63\uff0d"
-        "'\u2019\u2018`\u00b4\u02bc\u02b9\uff07"
-        ".",
-    ),
-    None,
-)
+_NAME_SEPARATORS: Final = dict.fromkeys(map(ord, _BLANKS + _DASHES + _APOSTROPHES + "."), None)
 _A_TO_Z: Final = re.compile(r"[A-Z]+")
 _GIVEN_NAME_SPLIT: Final = re.compile(r"[\s,;]+")
 
