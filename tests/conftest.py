@@ -19,8 +19,8 @@ from aiohttp.test_utils import TestClient
 
 from indexer.build import BuildOptions, build_index
 from indexer.synth import write_synthetic_breach
-from service.app import create_app
 from service.apikeys import KeyStore
+from service.app import create_app
 from service.settings import Settings
 
 SYNTH_RECORDS = 4000
