@@ -1,0 +1,565 @@
+"""Private lookups end to end (DESIGN §7): real index, real private part, real app.
+
+The private part is built by the real `build_private` from the session's synthetic
+breach and attached to a fresh generation the way `build --private` does before it
+publishes; the app is `create_app` plus `service.private.setup`. The end-to-end test
+compares a private check with the plain `/v1/check` on every member of members.csv.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import Breach
+
+from indexer import oprf
+from indexer.build import BuildOptions, build_index
+from indexer.dumps import detect_layout, iter_blocks, parse_block
+from indexer.generation import current_generation
+from indexer.identity import fold_name, normalize_nir
+from indexer.manifest import load_manifest, write_manifest
+from indexer.matchkeys import QUERY_FIELDS, QueryError
+from indexer.private import (
+    ENTRIES_FILE,
+    OFFSETS_FILE,
+    OPRF_KEY_ENV,
+    OprfKeyError,
+    PrivateIndex,
+    PrivateIndexError,
+    build_private,
+    default_bucket_bits,
+    load_oprf_key,
+    resolve_oprf_key_file,
+    stored_entry,
+    verify_private,
+    write_oprf_key,
+)
+from indexer.private_client import PrivateChecker, PrivateVerdict, connect, params_from_json
+from indexer.records import record_keys
+from indexer.sources import load_sources
+from service import private
+from service.app import create_app
+from service.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+PARAM_NAMES = {"suite", "mode", "bucket_bits", "output_bytes", "bucket_size", "key_id"}
+
+
+@dataclass(frozen=True)
+class PrivateBreach:
+    index_dir: Path
+    generation: Path
+    key_file: Path
+    key: bytes
+    section: dict[str, Any]
+
+
+def write_key_file(path: Path, content: bytes) -> Path:
+    path.write_bytes(content)
+    path.chmod(0o600)
+    return path
+
+
+def attach_private(generation: Path, section: dict[str, Any]) -> None:
+    """What `build --private` does before publishing: the section goes into the manifest."""
+    manifest = load_manifest(generation)
+    manifest["private"] = section
+    write_manifest(generation, manifest)
+
+
+@pytest.fixture(scope="module")
+def private_breach(breach: Breach, tmp_path_factory: pytest.TempPathFactory) -> PrivateBreach:
+    root = tmp_path_factory.mktemp("private")
+    index_dir = root / "index"
+    build_index(breach.sources_toml, index_dir, breach.pepper_file.read_bytes(),
+                BuildOptions(shards=4, workers=1))
+    generation = current_generation(index_dir)
+    key = oprf.generate_private_key()
+    key_file = write_key_file(root / "oprf.key", key.hex().encode() + b"\n")
+    section = build_private(breach.sources_toml, generation, key, bucket_bits=None,
+                            output_bytes=8, workers=1)
+    attach_private(generation, section)
+    return PrivateBreach(index_dir, generation, key_file, key, section)
+
+
+@pytest.fixture
+async def private_client(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach,
+) -> AsyncIterator[Client]:
+    settings = make_settings(index_dir=private_breach.index_dir,
+                             oprf_key_file=private_breach.key_file)
+    yield await _client(aiohttp_client, settings)
+
+
+async def _client(
+    aiohttp_client: Callable[..., Awaitable[Client]], settings: Settings
+) -> Client:
+    app = create_app(settings)
+    private.setup(app, settings)  # a no-op once app.py calls it itself
+    return await aiohttp_client(app)
+
+
+def evaluator(client: Client) -> Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]]:
+    async def evaluate(items: list[dict[str, Any]]) -> Mapping[str, Any]:
+        response = await client.post("/v1/private/evaluate", json={"items": items})
+        assert response.status == 200, await response.text()
+        assert response.headers["Cache-Control"] == "no-store"
+        answer: Mapping[str, Any] = await response.json()
+        return answer
+
+    return evaluate
+
+
+async def _params(client: Client) -> dict[str, Any]:
+    response = await client.get("/v1/private/params")
+    assert response.status == 200, await response.text()
+    body: dict[str, Any] = await response.json()
+    return body
+
+
+def _query(member: Mapping[str, str]) -> dict[str, str]:
+    return {name: member[name] for name in QUERY_FIELDS if member.get(name)}
+
+
+# ------------------------------------------------------------------------ contract
+
+
+async def test_params_are_exactly_those_of_design(
+    private_client: Client, private_breach: PrivateBreach
+) -> None:
+    response = await private_client.get("/v1/private/params")
+    assert response.status == 200
+    assert response.headers["Cache-Control"] == "no-store"
+    body = await response.json()
+    assert set(body) == PARAM_NAMES
+    section = private_breach.section
+    assert body == {
+        "suite": "ristretto255-SHA512", "mode": "oprf",
+        "bucket_bits": section["bucket_bits"], "output_bytes": 8,
+        "bucket_size": section["bucket_size"], "key_id": oprf.key_id(private_breach.key),
+    }
+    # 7,000 distinct keys at <= 48 per bucket on average: 2^8 buckets.
+    assert body["bucket_bits"] == default_bucket_bits(section["entries"]) == 8
+    assert body["bucket_size"] >= section["max_bucket_entries"]
+    assert body["bucket_size"] % 8 == 0
+
+
+async def test_private_check_matches_plain_check_on_every_member(
+    private_client: Client, breach: Breach
+) -> None:
+    members = breach.members()
+    expected = breach.expected()
+    checker = PrivateChecker(params_from_json(await _params(private_client)),
+                             evaluator(private_client), batch_items=97)
+    outcomes = await checker.check_many([_query(m) for m in members])
+    assert len(outcomes) == len(members)
+    seen = {"strong": 0, "weak": 0, "not_found": 0}
+    for member, outcome in zip(members, outcomes, strict=True):
+        response = await private_client.post("/v1/check", json=_query(member))
+        if response.status == 422:
+            assert isinstance(outcome, QueryError), member["ref"]
+            continue
+        plain = await response.json()
+        assert isinstance(outcome, PrivateVerdict), member["ref"]
+        assert (outcome.found, outcome.match) == (plain["found"], plain["match"]), member["ref"]
+        if plain["found"]:
+            # The private answer names the key, never the source: matched_on is the
+            # strongest key's, as in each plain source entry of that strength.
+            assert list(outcome.matched_on) in [s["matched_on"] for s in plain["sources"]]
+        seen[outcome.match or "not_found"] += 1
+        truth = expected[member["ref"]]
+        assert outcome.found is (truth["in_breach"] == "true"), member["ref"]
+    # The acceptance data has all three outcomes; make sure the test saw them.
+    assert min(seen.values()) >= 20, seen
+
+
+async def test_single_check_and_http_transport(
+    private_client: Client, breach: Breach
+) -> None:
+    expected = breach.expected()
+    strong = next(m for m in breach.members() if expected[m["ref"]]["match"] == "strong")
+    weak = next(m for m in breach.members() if expected[m["ref"]]["match"] == "weak")
+    absent = next(m for m in breach.members() if expected[m["ref"]]["in_breach"] == "false")
+    # connect(): the aiohttp transport, over the test server's loopback socket.
+    checker = await connect(str(private_client.make_url("")), private_client.session)
+    assert (await checker.check(_query(strong))).match == "strong"
+    only_names = {k: weak[k] for k in ("last_name", "first_name", "birth_date")}
+    assert (await checker.check(only_names)).as_json() == {
+        "found": True, "match": "weak", "matched_on": ["last_name", "first_name", "birth_date"]}
+    assert (await checker.check(_query(absent))).found is False
+    with pytest.raises(QueryError):
+        await checker.check({"nir": strong["nir"]})  # no date of birth: incomplete
+
+
+async def test_every_bucket_answers_exactly_bucket_size_sorted_entries(
+    private_client: Client, private_breach: PrivateBreach
+) -> None:
+    params = await _params(private_client)
+    size, width = params["bucket_size"], params["output_bytes"]
+    _, blinded = oprf.blind(b"weak|NOBODY|NOONE|1900-01-01")
+    items = [{"bucket": b, "blinded": blinded.hex()} for b in range(1 << params["bucket_bits"])]
+    answer = await evaluator(private_client)(items)
+    again = await evaluator(private_client)(items[:16])
+    index = PrivateIndex(private_breach.generation)
+    try:
+        for bucket, item in enumerate(answer["items"]):
+            entries = item["entries"]
+            assert len(entries) == size
+            assert all(re.fullmatch(f"[0-9a-f]{{{2 * width}}}", e) for e in entries)
+            assert entries == sorted(entries)
+            stored = {e.hex() for e in index.stored(bucket)}
+            assert stored <= set(entries)
+            assert item["evaluated"] == oprf.blind_evaluate(private_breach.key, blinded).hex()
+            if bucket < 16:
+                # Fresh padding per answer, same real entries.
+                repeat = set(again["items"][bucket]["entries"])
+                assert repeat & set(entries) == stored
+    finally:
+        index.close()
+
+
+@pytest.mark.parametrize(("item", "field", "code"), [
+    ({"bucket": 0, "blinded": "zz" * 32}, "items[0].blinded", "invalid_point"),
+    ({"bucket": 0, "blinded": "ab" * 31}, "items[0].blinded", "invalid_point"),
+    ({"bucket": 0, "blinded": "00" * 32}, "items[0].blinded", "invalid_point"),  # identity
+    ({"bucket": 0, "blinded": "ff" * 32}, "items[0].blinded", "invalid_point"),  # not canonical
+    ({"bucket": 0, "blinded": 12}, "items[0].blinded", "invalid_point"),
+    ({"bucket": 0}, "items[0].blinded", "invalid_point"),
+    ({"bucket": -1, "blinded": None}, "items[0].bucket", "invalid_bucket"),
+    ({"bucket": 256, "blinded": None}, "items[0].bucket", "invalid_bucket"),
+    ({"bucket": "3", "blinded": None}, "items[0].bucket", "invalid_bucket"),
+    ({"bucket": True, "blinded": None}, "items[0].bucket", "invalid_bucket"),
+    ({"bucket": 1.0, "blinded": None}, "items[0].bucket", "invalid_bucket"),
+    ("not an object", "items[0]", "invalid_item"),
+])
+async def test_invalid_items_are_422_without_echo(
+    private_client: Client, item: Any, field: str, code: str
+) -> None:
+    _, good = oprf.blind(b"strong|253072B07300470|1953-07-01")
+    if isinstance(item, dict) and item.get("blinded", 0) is None:
+        item = {**item, "blinded": good.hex()}
+    response = await private_client.post("/v1/private/evaluate", json={"items": [item]})
+    assert response.status == 422
+    assert response.content_type == "application/problem+json"
+    problem = await response.json()
+    assert {"field": field, "code": code} == {
+        k: problem["errors"][0][k] for k in ("field", "code")}
+    text = await response.text()
+    for value in ("zz" * 32, "ab" * 31, "ff" * 32, good.hex()):
+        assert value not in text
+
+
+async def test_the_faulty_item_is_named(private_client: Client) -> None:
+    _, good = oprf.blind(b"strong|253072B07300470|1953-07-01")
+    items = [{"bucket": i, "blinded": good.hex()} for i in range(5)]
+    items[3]["blinded"] = "ff" * 32
+    response = await private_client.post("/v1/private/evaluate", json={"items": items})
+    assert response.status == 422
+    assert [(e["field"], e["code"]) for e in (await response.json())["errors"]] == [
+        ("items[3].blinded", "invalid_point")]
+
+
+@pytest.mark.parametrize("body", [
+    {"items": []},
+    {"items": "all of them"},
+    {"things": []},
+])
+async def test_item_list_shape_is_422(private_client: Client, body: Any) -> None:
+    response = await private_client.post("/v1/private/evaluate", json=body)
+    assert response.status == 422
+    assert (await response.json())["errors"][0]["code"] == "invalid_items"
+
+
+async def test_more_than_1000_items_is_422(private_client: Client) -> None:
+    _, good = oprf.blind(b"weak|A|B|2000-01-01")
+    items = [{"bucket": 0, "blinded": good.hex()}] * 1001
+    response = await private_client.post("/v1/private/evaluate", json={"items": items})
+    assert response.status == 422
+    assert (await response.json())["errors"][0] == {
+        "field": "items", "code": "invalid_items",
+        "message": "Send 1 to 1000 items per request."}
+    ok = await private_client.post("/v1/private/evaluate", json={"items": items[:1000]})
+    assert ok.status == 200
+    assert len((await ok.json())["items"]) == 1000
+
+
+async def test_malformed_bodies(private_client: Client) -> None:
+    bad_json = await private_client.post("/v1/private/evaluate", data=b"{",
+                                         headers={"Content-Type": "application/json"})
+    assert bad_json.status == 400
+    not_json = await private_client.post("/v1/private/evaluate", data=b"items",
+                                         headers={"Content-Type": "text/plain"})
+    assert not_json.status == 415
+    huge = await private_client.post("/v1/private/evaluate", data=b" " * (300 * 1024),
+                                     headers={"Content-Type": "application/json"})
+    assert huge.status == 413
+
+
+async def test_each_item_costs_one_unit_of_the_limit(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach,
+) -> None:
+    settings = make_settings(index_dir=private_breach.index_dir,
+                             oprf_key_file=private_breach.key_file, anon_rate=6.0, anon_burst=5)
+    client = await _client(aiohttp_client, settings)
+    _, good = oprf.blind(b"weak|A|B|2000-01-01")
+    items = [{"bucket": 0, "blinded": good.hex()}] * 4
+    assert (await client.post("/v1/private/evaluate", json={"items": items})).status == 200
+    refused = await client.post("/v1/private/evaluate", json={"items": items[:2]})
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    # One unit was left: a malformed request spends it too.
+    assert (await client.post("/v1/private/evaluate", json={"items": []})).status == 422
+    assert (await client.post("/v1/private/evaluate", json={"items": items[:1]})).status == 429
+
+
+async def test_an_api_key_brings_its_own_limit(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach, api_key: str,
+) -> None:
+    settings = make_settings(index_dir=private_breach.index_dir,
+                             oprf_key_file=private_breach.key_file, anon_rate=6.0, anon_burst=5)
+    client = await _client(aiohttp_client, settings)
+    _, good = oprf.blind(b"weak|A|B|2000-01-01")
+    items = [{"bucket": 0, "blinded": good.hex()}] * 1000
+    keyed = await client.post("/v1/private/evaluate", json={"items": items},
+                              headers={"Authorization": f"Bearer {api_key}"})
+    assert keyed.status == 200
+    unknown = await client.post("/v1/private/evaluate", json={"items": items[:1]},
+                                headers={"Authorization": "Bearer not-a-key"})
+    assert unknown.status == 401
+
+
+# ------------------------------------------------------------------ unavailable: 503
+
+
+async def test_generation_without_private_part_is_503(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach,
+) -> None:
+    # The session's breach index was built without --private.
+    client = await _client(aiohttp_client, make_settings(oprf_key_file=private_breach.key_file))
+    for response in (await client.get("/v1/private/params"),
+                     await client.post("/v1/private/evaluate", json={"items": [{}]})):
+        assert response.status == 503
+        assert response.content_type == "application/problem+json"
+    assert (await client.post("/v1/check", json={"nir": "253072B07300470",
+                                                 "birth_date": "1953-07-01"})).status == 200
+
+
+async def test_no_oprf_key_is_503_and_wrong_key_is_refused(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(OPRF_KEY_ENV, raising=False)
+    settings = make_settings(index_dir=private_breach.index_dir)
+    client = await _client(aiohttp_client, settings)
+    assert (await client.get("/v1/private/params")).status == 503
+    other = write_key_file(tmp_path / "other.key", oprf.generate_private_key())
+    settings = make_settings(index_dir=private_breach.index_dir, oprf_key_file=other)
+    client = await _client(aiohttp_client, settings)
+    response = await client.get("/v1/private/params")
+    assert response.status == 503
+    assert other.read_bytes().hex() not in await response.text()
+    with pytest.raises(OprfKeyError, match="not the one the index"):
+        private.precheck(settings)
+    private.precheck(make_settings(index_dir=private_breach.index_dir,
+                                   oprf_key_file=private_breach.key_file))
+
+
+# -------------------------------------------------------------- what the files hold
+
+
+def _dump_rows(sources_toml: Path) -> list[tuple[str, ...]]:
+    rows: list[tuple[str, ...]] = []
+    for source in load_sources(sources_toml):
+        layout = detect_layout(source)
+        for block in iter_blocks(layout):
+            rows.extend(row for row in parse_block(block, layout) if row is not None)
+    return rows
+
+
+def test_private_files_hold_no_identifier_and_no_key(
+    private_breach: PrivateBreach, breach: Breach
+) -> None:
+    private_dir = private_breach.generation / "private"
+    assert sorted(p.name for p in private_dir.iterdir()) == ["entries.bin", "offsets.bin"]
+    blobs = [(private_breach.generation / name).read_bytes()
+             for name in (ENTRIES_FILE, OFFSETS_FILE)]
+    needles: set[bytes] = set()
+    for row in _dump_rows(breach.sources_toml):
+        nir, last, usage, first, birth_date = row[:5]
+        for raw in (nir, last, usage, first, birth_date):
+            if len(raw) >= 6:
+                needles.add(raw.encode())
+        for name in (last, usage):
+            try:
+                folded = fold_name(name)
+            except ValueError:
+                continue
+            if len(folded) >= 6:
+                needles.add(folded.encode())
+        try:
+            needles.add(normalize_nir(nir).encode())
+        except ValueError:
+            pass
+        needles.update(key.encode() for key in record_keys(row)[0])
+    assert len(needles) > 5000
+    for blob in blobs:
+        assert not [n for n in needles if n in blob]
+    # The OPRF key is never inside the index, raw or hex, in any file of the generation.
+    key = private_breach.key
+    for path in private_breach.generation.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert key not in content and key.hex().encode() not in content, path.name
+
+
+def test_bucket_from_design_section_alone_agrees(
+    private_breach: PrivateBreach, breach: Breach
+) -> None:
+    # DESIGN §7 only: the first 4 bytes of SHA-256("exposure-bucket-v1|" + input),
+    # big-endian, shifted right by 32 - bucket_bits.
+    bits: int = private_breach.section["bucket_bits"]
+    width: int = private_breach.section["output_bytes"]
+
+    def bucket(canonical: str) -> int:
+        digest = hashlib.sha256(("exposure-bucket-v1|" + canonical).encode("utf-8")).digest()
+        return int.from_bytes(digest[:4], "big") >> (32 - bits)
+
+    index = PrivateIndex(private_breach.generation)
+    try:
+        keys = [k for row in _dump_rows(breach.sources_toml)[:300] for k in record_keys(row)[0]]
+        assert len(keys) > 300
+        for canonical in keys:
+            assert bucket(canonical) == oprf.bucket_of(canonical, bits)
+            entry = stored_entry(private_breach.key, canonical, width)
+            assert entry in index.stored(bucket(canonical))
+    finally:
+        index.close()
+
+
+async def test_a_client_from_the_design_alone_finds_a_record(
+    private_client: Client, breach: Breach
+) -> None:
+    # The steps of §7 done by hand: bucket by hashlib, RFC 9497 blind, evaluate, finalize.
+    params = await _params(private_client)
+    canonical = record_keys(_dump_rows(breach.sources_toml)[0])[0][0]
+    digest = hashlib.sha256(b"exposure-bucket-v1|" + canonical.encode()).digest()
+    bucket = int.from_bytes(digest[:4], "big") >> (32 - params["bucket_bits"])
+    blind, blinded = oprf.blind(canonical.encode())
+    answer = await evaluator(private_client)([{"bucket": bucket, "blinded": blinded.hex()}])
+    item = answer["items"][0]
+    output = oprf.finalize(canonical.encode(), blind, bytes.fromhex(item["evaluated"]))
+    assert output[: params["output_bytes"]].hex() in item["entries"]
+
+
+def test_parallel_build_is_identical_and_verified(
+    private_breach: PrivateBreach, breach: Breach, tmp_path: Path
+) -> None:
+    generation = tmp_path / "gen"
+    shutil.copytree(private_breach.generation, generation)
+    shutil.rmtree(generation / "private")
+    section = build_private(breach.sources_toml, generation, private_breach.key,
+                            output_bytes=8, workers=2, block_size=64 << 10)
+    attach_private(generation, section)
+    for name in (ENTRIES_FILE, OFFSETS_FILE):
+        assert (generation / name).read_bytes() == (private_breach.generation / name).read_bytes()
+    assert section["files"] == private_breach.section["files"]
+    assert verify_private(generation) == []
+    # Corruption is found by verify and refused by the reader.
+    entries = generation / ENTRIES_FILE
+    data = bytearray(entries.read_bytes())
+    data[100] ^= 0xFF
+    entries.write_bytes(bytes(data))
+    assert any("checksum" in fault for fault in verify_private(generation))
+    with pytest.raises(PrivateIndexError):
+        PrivateIndex(generation)
+
+
+def test_explicit_bucket_bits_and_width(private_breach: PrivateBreach, breach: Breach,
+                                        tmp_path: Path) -> None:
+    generation = tmp_path / "gen"
+    generation.mkdir()
+    section = build_private(breach.sources_toml, generation, private_breach.key,
+                            bucket_bits=3, output_bytes=5, workers=1)
+    assert (section["bucket_bits"], section["output_bytes"]) == (3, 5)
+    offsets = (generation / OFFSETS_FILE).read_bytes()
+    assert len(offsets) == 8 * 9
+    assert int.from_bytes(offsets[-8:], "little") * 5 == (generation / ENTRIES_FILE).stat().st_size
+    with pytest.raises(ValueError):
+        build_private(breach.sources_toml, generation, private_breach.key, bucket_bits=29)
+
+
+def test_default_bucket_bits() -> None:
+    assert default_bucket_bits(0) == 0
+    assert default_bucket_bits(48) == 0
+    assert default_bucket_bits(49) == 1
+    # The 33 million synthetic records give ~58 million distinct keys: 2^21 buckets.
+    assert default_bucket_bits(58_000_000) == 21
+    assert default_bucket_bits(10**12) == 24
+
+
+# ------------------------------------------------------------------- OPRF key file
+
+
+def test_oprf_key_file_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    key = oprf.generate_private_key()
+    raw = write_key_file(tmp_path / "raw.key", key)
+    hexed = write_key_file(tmp_path / "hex.key", key.hex().upper().encode() + b"\n")
+    assert load_oprf_key(raw) == load_oprf_key(hexed) == key
+    not_scalar = write_key_file(tmp_path / "big.key", b"\xff" * 32)
+    short = write_key_file(tmp_path / "short.key", os.urandom(31))
+    for path, message in ((not_scalar, "not a ristretto255 scalar"), (short, "31 bytes"),
+                          (tmp_path / "missing.key", "cannot read")):
+        with pytest.raises(OprfKeyError, match=message) as caught:
+            load_oprf_key(path)
+        assert "ff" * 32 not in str(caught.value)
+    monkeypatch.delenv(OPRF_KEY_ENV, raising=False)
+    with pytest.raises(OprfKeyError, match="--oprf-key-file"):
+        resolve_oprf_key_file(None)
+    monkeypatch.setenv(OPRF_KEY_ENV, str(raw))
+    assert resolve_oprf_key_file(None) == raw
+    assert resolve_oprf_key_file(hexed) == hexed
+    fresh = tmp_path / "fresh.key"
+    key_id = write_oprf_key(fresh)
+    assert fresh.stat().st_mode & 0o777 == 0o600
+    assert oprf.key_id(load_oprf_key(fresh)) == key_id
+    open_to_all = write_key_file(tmp_path / "open.key", key)
+    open_to_all.chmod(0o644)
+    with pytest.warns(UserWarning, match="chmod 600"):
+        load_oprf_key(open_to_all)
+
+
+def test_openapi_paths_merge_into_a_valid_document() -> None:
+    from openapi_spec_validator import validate
+
+    from service.openapi import openapi_document
+
+    # Validated with only the components they use, so that the test judges these two
+    # paths and not the rest of the document.
+    components = openapi_document()["components"]
+    document = {
+        "openapi": "3.1.0",
+        "info": {"title": "private lookups", "version": "1"},
+        "paths": copy.deepcopy(private.PRIVATE_OPENAPI_PATHS),
+        "components": {
+            "securitySchemes": components["securitySchemes"],
+            "schemas": {name: components["schemas"][name] for name in ("Problem", "FieldError")},
+        },
+    }
+    validate(document)
+    evaluate = private.PRIVATE_OPENAPI_PATHS["/v1/private/evaluate"]["post"]
+    assert set(evaluate["responses"]) >= {"200", "422", "429", "503"}
