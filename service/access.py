@@ -13,10 +13,11 @@ from aiohttp import web
 
 from .apikeys import ApiKey
 from .errors import RateLimited, Unauthorized
+from .metrics import route_label
 from .settings import Network
 from .state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
-__all__ = ["authenticate", "client_address", "spend"]
+__all__ = ["admit", "authenticate", "client_address", "spend"]
 
 
 def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
@@ -84,7 +85,23 @@ def spend(request: web.Request, key: ApiKey | None, cost: float = 1.0) -> None:
             client_address(request, settings.trusted_proxies), cost
         )
     if wait > 0:
-        request.app[METRICS].rate_limited.labels(request.match_info.route.resource.canonical
-                                                 if request.match_info.route.resource
-                                                 else "unmatched").inc()
+        request.app[METRICS].rate_limited.labels(route_label(request)).inc()
         raise RateLimited(wait)
+
+
+def admit(request: web.Request) -> ApiKey | None:
+    """Let one lookup through: spend a unit of the key's limit, else of the address's.
+
+    A request with a wrong key spends the address's unit before it is refused, so a
+    flood of made-up keys is limited like any anonymous flood. A key's lookups are
+    counted in its usage (counts only).
+    """
+    try:
+        key = authenticate(request, required=False)
+    except Unauthorized:
+        spend(request, None)
+        raise
+    spend(request, key)
+    if key is not None:
+        request.app[KEYS].record_usage(key.id, requests=1, records=1)
+    return key

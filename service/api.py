@@ -6,6 +6,7 @@ render. Identifiers live in local variables of one request and nowhere else.
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any, Final
 
@@ -13,9 +14,10 @@ import orjson
 from aiohttp import web
 
 from indexer.matchkeys import parse_query
+from indexer.records import DATA_CLASSES
 
-from .access import authenticate, spend
-from .errors import BadRequest, UnsupportedMediaType
+from .access import admit
+from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi_document
 from .state import INDEX, METRICS
@@ -37,6 +39,10 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
     """The body as a JSON object; 415, 413 (via client_max_size) or 400 otherwise."""
     if request.content_type != "application/json":
         raise UnsupportedMediaType("Send the body as 'Content-Type: application/json'.")
+    limit = request.client_max_size
+    if request.content_length is not None and request.content_length > limit:
+        # Refuse before reading: the declared size is enough to know.
+        raise PayloadTooLarge(f"The body exceeds {limit} bytes.")
     raw = await request.read()
     try:
         body = orjson.loads(raw)
@@ -51,7 +57,7 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 async def check(request: web.Request) -> web.Response:
     # Spend first: a malformed request costs a unit too, or an enumerator would probe
     # the validator for free.
-    spend(request, authenticate(request, required=False))
+    admit(request)
     body = await read_json_object(request)
     checker = request.app[INDEX].checker
     started = time.perf_counter()
@@ -72,7 +78,8 @@ async def sources(request: web.Request) -> web.Response:
             {
                 "id": s["id"], "title": s["title"], "breach_date": s["breach_date"],
                 "description": s.get("description", ""),
-                "data_classes": [c for c, n in s.get("classes", {}).items() if n],
+                # In the fixed vocabulary order (the manifest's keys are sorted by name).
+                "data_classes": [c for c in DATA_CLASSES if s.get("classes", {}).get(c)],
                 "class_counts": s.get("classes", {}),
                 "rows": s.get("rows", 0), "records_indexed": s.get("records_indexed", 0),
             }
@@ -83,7 +90,9 @@ async def sources(request: web.Request) -> web.Response:
 
 @routes.get("/healthz", name="healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return json_response({"status": "ok"})
+    # The worker's process id tells apart the workers behind one port (load balancing
+    # checks); it is no secret.
+    return json_response({"status": "ok", "worker": os.getpid()})
 
 
 @routes.get("/readyz", name="readyz")
@@ -92,12 +101,14 @@ async def readyz(request: web.Request) -> web.Response:
     if not holder.ready:
         return json_response({"status": "not_ready", "detail": holder.last_error}, status=503)
     reader = holder.checker.reader
+    # `detail` names the last generation refused since this one was loaded, if any:
+    # still ready (the old generation serves), but an operator must look.
     return json_response({
         "status": "ready",
         "generation": reader.generation,
         "fingerprints": reader.fingerprint_count,
         "loaded_at": holder.loaded_at,
-        "last_refused": holder.last_error,
+        "detail": holder.last_error,
     })
 
 

@@ -121,7 +121,9 @@ class KeyStore:
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key behind `token`, or None (unknown or revoked)."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
+        # Our tokens are ASCII; anything else (a header with raw bytes arrives as
+        # surrogate escapes) cannot be one, and must not reach `encode`.
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():
             return None
         with self._lock:
             row = self._db.execute(

@@ -11,9 +11,10 @@ error. Only the caller's `ref` is echoed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import Any, Final
 
 import orjson
@@ -26,7 +27,8 @@ from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
 
 from .access import authenticate
 from .apikeys import ApiKey
-from .errors import PayloadTooLarge, RateLimited, UnsupportedMediaType
+from .errors import InvalidIdentifiers, PayloadTooLarge, RateLimited, UnsupportedMediaType
+from .metrics import route_label
 from .state import INDEX, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
 __all__ = ["routes"]
@@ -37,7 +39,7 @@ routes = web.RouteTableDef()
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/ndjson",
                                  "application/jsonl", "application/json-lines"})
 CSV_TYPES: Final = frozenset({"text/csv", "application/csv"})
-MAX_REF_CHARS: Final = 128
+MAX_REF_CHARS: Final = 128  # DESIGN §5: longer refs make an error line
 
 
 class _LineTooLong:
@@ -50,7 +52,7 @@ Line = bytes | _LineTooLong
 
 async def _lines(
     request: web.Request, max_line: int, max_body: int
-) -> AsyncIterator[list[Line]]:
+) -> AsyncGenerator[list[Line], None]:
     """Batches of raw lines as the body streams in (a line ends at '\\n')."""
     pending = bytearray()
     skipping = False  # inside an over-long line: drop bytes until its end
@@ -97,6 +99,11 @@ def _decode(raw: bytes) -> str:
         return raw.decode("cp1252", errors="replace")
 
 
+def _clean(raw: bytes) -> str:
+    """The line as text, without its CR, surrounding blanks or a UTF-8 byte order mark."""
+    return _decode(raw).strip().lstrip("\ufeff").strip()
+
+
 def _error(line: int, ref: Any, field: str | None, code: str, message: str) -> dict[str, Any]:
     return {"line": line, "ref": ref,
             "error": {"field": field, "code": code, "message": message}}
@@ -111,9 +118,21 @@ class _Parser:
         self.delimiter = ","
 
     def header(self, text: str) -> None:
+        """Find the columns; 422 when they cannot form a complete key on any line."""
         self.delimiter = max((";", ",", "\t"), key=text.count)
-        cells = next(csv.reader([text], delimiter=self.delimiter), [])
-        self.columns = match_headers(cells, MEMBER_ALIASES)
+        try:
+            cells = next(csv.reader([text], delimiter=self.delimiter), [])
+        except csv.Error:
+            cells = []
+        columns = match_headers(cells, MEMBER_ALIASES)
+        missing = _missing_columns(columns)
+        if missing:
+            # Never quote the header: a body sent without one starts with a member's row.
+            raise InvalidIdentifiers(
+                "The CSV header row does not name the columns of a complete key.",
+                errors=missing,
+            )
+        self.columns = columns
 
     def fields(self, text: str) -> dict[str, Any]:
         if not self.csv_mode:
@@ -124,6 +143,28 @@ class _Parser:
         assert self.columns is not None
         cells = next(csv.reader([text], delimiter=self.delimiter), [])
         return {name: cells[i].strip() for name, i in self.columns.items() if i < len(cells)}
+
+
+def _missing_columns(columns: Mapping[str, int]) -> list[dict[str, str | None]]:
+    if not columns.keys() & {"nir", "birth_date", "last_name", "first_name"}:
+        return [_HEADER_ERROR]
+    missing = ["birth_date"] if "birth_date" not in columns else []
+    if "nir" not in columns:
+        missing += [f for f in ("last_name", "first_name") if f not in columns]
+    return [{"field": f, "code": "missing_column",
+             "message": f"No column for {f}; accepted headers: {_accepted(f)}."}
+            for f in missing]
+
+
+def _accepted(field: str) -> str:
+    return ", ".join([field, *MEMBER_ALIASES[field][:4]])
+
+
+_HEADER_ERROR: Final[dict[str, str | None]] = {
+    "field": None, "code": "invalid_header",
+    "message": "The first line must be a header row naming ref, nir, birth_date, last_name, "
+    "first_name (or their French names: NIR, DATE_NAISSANCE, NOM, PRENOM).",
+}
 
 
 def _ref(value: Any) -> tuple[Any, bool]:
@@ -152,33 +193,57 @@ async def batch(request: web.Request) -> web.StreamResponse:
     wait = limiter.wait_for(f"key:{key.id}", 1.0, rate_per_minute=key.rate_per_minute,
                             burst=key.rate_per_minute)
     if wait > 0:
-        request.app[METRICS].rate_limited.labels("/v1/check/batch").inc()
+        request.app[METRICS].rate_limited.labels(route_label(request)).inc()
         raise RateLimited(wait)
+    request.app[INDEX].checker  # noqa: B018 - 503 now, not halfway through the answer
+    parser = _Parser(content_type in CSV_TYPES)
+    body = _lines(request, settings.max_batch_line_bytes, settings.max_batch_bytes)
+    async with contextlib.aclosing(body) as lines:
+        # A CSV header that names no usable column would make every line an error: say
+        # so once, as a 422, before the answer starts.
+        first = await _read_header(lines, parser) if parser.csv_mode else []
+        return await _stream(request, key, parser, first, lines)
+
+
+async def _stream(
+    request: web.Request, key: ApiKey, parser: _Parser, first: list[Line],
+    lines: AsyncIterator[list[Line]],
+) -> web.StreamResponse:
+    """Answer `first`, then every batch of `lines`, as they come; then the summary."""
+    settings = request.app[SETTINGS]
     response = web.StreamResponse(headers={"Cache-Control": "no-store"})
     response.content_type = "application/x-ndjson"
     await response.prepare(request)
     counts = {"lines": 0, "found": 0, "errors": 0}
-    parser = _Parser(content_type in CSV_TYPES)
-    store, metrics = request.app[KEYS], request.app[METRICS]
+    store = request.app[KEYS]
     store.record_usage(key.id, requests=1)
+
+    async def answer(raw_lines: list[Line]) -> None:
+        chunk = settings.batch_chunk_lines
+        for start in range(0, len(raw_lines), chunk):
+            out = _process(request, parser, raw_lines[start:start + chunk], counts)
+            if out:
+                used = out.count(b"\n")
+                await _pace(request, key, used)
+                store.record_usage(key.id, records=used)
+                await response.write(out)
+
     try:
-        async for raw_lines in _lines(request, settings.max_batch_line_bytes,
-                                      settings.max_batch_bytes):
-            chunk = settings.batch_chunk_lines
-            for start in range(0, len(raw_lines), chunk):
-                lines = raw_lines[start:start + chunk]
-                out = _process(request, parser, lines, counts)
-                if out:
-                    used = out.count(b"\n")
-                    await _pace(request, key, used)
-                    store.record_usage(key.id, records=used)
-                    await response.write(out)
+        await answer(first)
+        async for raw_lines in lines:
+            await answer(raw_lines)
     except PayloadTooLarge as exc:
-        await response.write(orjson.dumps({"error": {
-            "field": None, "code": "body_too_large", "message": exc.detail}}) + b"\n")
+        await response.write(_abort_line(counts, "body_too_large", exc.detail))
     except (ConnectionResetError, asyncio.CancelledError):
-        log.info("batch client went away", extra={"lines": counts["lines"]})
+        log.info("batch ended early", extra={"lines": counts["lines"]})
         raise
+    except Exception:
+        # The answer has started: no problem document can replace it now. The
+        # traceback names our code, never the line being processed.
+        log.exception("batch failed", extra={"lines": counts["lines"]})
+        await response.write(_abort_line(counts, "internal_error",
+                                         "Internal error: the rest of the body was not read."))
+    metrics = request.app[METRICS]
     metrics.bulk_records.labels("found").inc(counts["found"])
     metrics.bulk_records.labels("error").inc(counts["errors"])
     metrics.bulk_records.labels("not_found").inc(
@@ -188,12 +253,41 @@ async def batch(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def _read_header(lines: AsyncIterator[list[Line]], parser: _Parser) -> list[Line]:
+    """Read up to the CSV header and parse it; the lines that came after it."""
+    async for raw_lines in lines:
+        for position, raw in enumerate(raw_lines):
+            if isinstance(raw, _LineTooLong):
+                raise InvalidIdentifiers("The first line of the CSV body is not a header row.",
+                                         errors=[_HEADER_ERROR])
+            text = _clean(raw)
+            if text:
+                parser.header(text)
+                return raw_lines[position + 1:]
+    return []
+
+
+def _abort_line(counts: dict[str, int], code: str, message: str) -> bytes:
+    """The error line that ends a batch early; counted like any other line."""
+    counts["lines"] += 1
+    counts["errors"] += 1
+    return orjson.dumps(_error(counts["lines"], None, None, code, message)) + b"\n"
+
+
 async def _pace(request: web.Request, key: ApiKey, records: int) -> None:
-    """Spend one unit per record; when the key's budget runs dry, slow down, don't fail."""
+    """Spend one unit per record; when the key's budget runs dry, slow down, don't fail.
+
+    Spent in parts no larger than the bucket: a chunk of more records than the key's
+    burst could otherwise never be paid for, and the batch would wait forever.
+    """
     limiter = request.app[KEY_LIMITER]
-    while (wait := limiter.take(f"key:{key.id}", records, rate_per_minute=key.rate_per_minute,
-                                burst=key.rate_per_minute)) > 0:
-        await asyncio.sleep(min(wait, 5.0))
+    capacity = max(1, key.rate_per_minute)
+    while records > 0:
+        part = min(records, capacity)
+        while (wait := limiter.take(f"key:{key.id}", part, rate_per_minute=key.rate_per_minute,
+                                    burst=capacity)) > 0:
+            await asyncio.sleep(min(wait, 5.0))
+        records -= part
 
 
 def _process(
@@ -209,11 +303,8 @@ def _process(
             answers.append(_error(counts["lines"], None, None, "line_too_long",
                                   "This line is longer than any member record; skipped."))
             continue
-        text = _decode(raw).strip().lstrip("\ufeff").strip()
+        text = _clean(raw)
         if not text:
-            continue
-        if parser.csv_mode and parser.columns is None:
-            parser.header(text)
             continue
         counts["lines"] += 1
         line = counts["lines"]

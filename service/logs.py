@@ -2,7 +2,8 @@
 
 Only what is safe goes in: request id, route template, method, status, duration,
 sizes, and explicit `extra` fields chosen by the code (generation names, counts).
-Never a body, a query string, a path with data in it, or a normalised identifier.
+Never a body, a query string, a path with data in it, or a normalised identifier;
+exceptions are logged as frames and type, never with their message.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import traceback
 from typing import IO, Any, Final
 
 import orjson
@@ -33,10 +35,12 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value
-        if record.exc_info:
-            # The traceback of our own code: frames and exception types. Handlers never
-            # put request data in exception messages (see service.errors).
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_info and record.exc_info[0] is not None:
+            # Frames and the exception's type, never its message: a message may quote
+            # what caused it (aiohttp's parser errors quote the raw request line, int()
+            # quotes its argument), and that may be an identifier.
+            exc_type, _, tb = record.exc_info
+            entry["exc"] = "".join(traceback.format_tb(tb)) + exc_type.__qualname__
         return orjson.dumps(entry, default=str).decode()
 
 

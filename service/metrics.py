@@ -7,10 +7,18 @@ so that several apps (tests) never share counters.
 
 from __future__ import annotations
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "route_label"]
+
+
+def route_label(request: web.Request) -> str:
+    """The matched route's template, or "unmatched": never the path, which may hold data."""
+    info = request.match_info
+    resource = info.route.resource if info.http_exception is None else None
+    return resource.canonical if resource is not None else "unmatched"
 
 
 class Metrics:

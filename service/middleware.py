@@ -29,6 +29,7 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from .metrics import route_label
 from .state import METRICS
 
 __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "middleware", "on_prepare", "problem_response"]
@@ -82,19 +83,13 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return error
 
 
-def _route_name(request: web.Request) -> str:
-    info = request.match_info
-    resource = info.route.resource if info.http_exception is None else None
-    return resource.canonical if resource is not None else "unmatched"
-
-
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     supplied = request.headers.get("X-Request-Id", "")
     request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else secrets.token_hex(8)
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
-    route = _route_name(request)
+    route = route_label(request)
     try:
         response = await handler(request)
     except QueryError as exc:
@@ -108,6 +103,11 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         if exc.status < 400:
             raise
         response = await _render(request, _from_http_exception(exc))
+    except ConnectionResetError:
+        # The client went away mid-answer (a bulk stream): nothing to answer, and
+        # nothing wrong on our side worth a traceback.
+        log.info("client went away", extra={"request_id": request_id, "route": route})
+        raise
     except (ValueError, UnicodeDecodeError) as exc:
         # Decoding and parsing errors that escaped a handler are the client's fault,
         # but their text may quote the input: log the type only.

@@ -7,6 +7,8 @@ from typing import Any
 
 from indexer.records import DATA_CLASSES
 
+from .batch import MAX_REF_CHARS
+
 __all__ = ["openapi_document"]
 
 _PROBLEM_REF = {"$ref": "#/components/schemas/Problem"}
@@ -68,18 +70,28 @@ def openapi_document() -> dict[str, Any]:
             "/v1/check/batch": {"post": {
                 "operationId": "checkBatch",
                 "summary": "Bulk lookups: NDJSON or CSV in, NDJSON streamed out",
+                "description": "NDJSON: one BatchRequestLine object per line. CSV: a header row "
+                "naming the same fields (English or French names, ';' ',' or tab), then one "
+                "member per row. UTF-8 (with or without a BOM) or Windows-1252. The answer "
+                "has one BatchLine per non-blank data line, in order, then a summary line. "
+                "OpenAPI 3.1 cannot describe a schema per line: `x-item-schema` holds it.",
                 "security": [{"bearer": []}],
                 "requestBody": {"required": True, "content": {
-                    "application/x-ndjson": {"schema": {"type": "string"}},
+                    "application/x-ndjson": {
+                        "schema": {"type": "string"},
+                        "x-item-schema": {"$ref": "#/components/schemas/BatchRequestLine"}},
                     "text/csv": {"schema": {"type": "string"}},
                 }},
                 "responses": {
                     "200": {"description": "One line per input line, then a summary line",
-                            "content": {"application/x-ndjson": {"schema": {"type": "string"},
-                                        "itemSchema": {"$ref": "#/components/schemas/BatchLine"}}}},
+                            "headers": {"Cache-Control": {"schema": {"const": "no-store"}}},
+                            "content": {"application/x-ndjson": {
+                                "schema": {"type": "string"},
+                                "x-item-schema": {"$ref": "#/components/schemas/BatchLine"}}}},
                     "401": _problem("Missing or unknown API key"),
                     "413": _problem("Body too large"),
                     "415": _problem("Not NDJSON or CSV"),
+                    "422": _problem("CSV header row without the columns of a complete key"),
                     "429": _RATE_LIMITED,
                     "503": _problem("No index loaded yet"),
                 },
@@ -92,18 +104,48 @@ def openapi_document() -> dict[str, Any]:
             }},
             "/healthz": {"get": {"operationId": "healthz", "summary": "Liveness",
                                  "responses": {"200": {"description": "Alive", "content": {
-                                     "application/json": {"schema": {"type": "object"}}}}}}},
+                                     "application/json": {"schema": {
+                                         "$ref": "#/components/schemas/Health"}}}}}}},
             "/readyz": {"get": {"operationId": "readyz", "summary": "Readiness",
                                 "responses": {
-                                    "200": {"description": "An index is loaded", "content": {
-                                        "application/json": {"schema": {"type": "object"}}}},
+                                    "200": {"description": "An index is loaded and verified; "
+                                            "`detail` names a newer generation that was "
+                                            "refused, if any", "content": {
+                                                "application/json": {"schema": {
+                                                    "$ref": "#/components/schemas/Ready"}}}},
                                     "503": {"description": "No index loaded", "content": {
-                                        "application/json": {"schema": {"type": "object"}}}}}}},
+                                        "application/json": {"schema": {
+                                            "$ref": "#/components/schemas/NotReady"}}}}}}},
+            "/metrics": {"get": {"operationId": "metrics", "summary": "Prometheus metrics",
+                                 "responses": {"200": {"description": "Text exposition format",
+                                                       "content": {"text/plain": {"schema": {
+                                                           "type": "string"}}}}}}},
+            "/openapi.json": {"get": {"operationId": "openapi", "summary": "This document",
+                                      "responses": {"200": {"description": "OpenAPI 3.1",
+                                                            "content": {"application/json": {
+                                                                "schema": {"type": "object"}}}}}}},
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "schemas": {
                 "CheckRequest": {"type": "object", "properties": identity_fields},
+                "BatchRequestLine": {"type": "object", "properties": {
+                    **identity_fields,
+                    "ref": {"type": ["string", "number"], "maxLength": MAX_REF_CHARS,
+                            "description": "Your own reference, echoed as given."}}},
+                "Health": {"type": "object", "required": ["status"], "properties": {
+                    "status": {"const": "ok"},
+                    "worker": {"type": "integer", "description": "Process id of the worker"}}},
+                "Ready": {"type": "object",
+                          "required": ["status", "generation", "fingerprints", "detail"],
+                          "properties": {
+                              "status": {"const": "ready"},
+                              "generation": {"type": "string"},
+                              "fingerprints": {"type": "integer", "minimum": 0},
+                              "loaded_at": {"type": ["number", "null"]},
+                              "detail": {"type": ["string", "null"]}}},
+                "NotReady": {"type": "object", "required": ["status", "detail"], "properties": {
+                    "status": {"const": "not_ready"}, "detail": {"type": ["string", "null"]}}},
                 "DataClass": {"enum": list(DATA_CLASSES)},
                 "SourceMatch": {
                     "type": "object",

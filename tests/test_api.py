@@ -1,0 +1,506 @@
+"""`POST /v1/check` and the small JSON routes, through the real app on real indexes.
+
+The answer shape of DESIGN §5 is checked on a hand-written breach (exact answers),
+the equivalences on the synthetic one; then every error status, the limits, and the
+routes that are not lookups (/v1/sources, /healthz, /readyz, /metrics).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+from conftest import Breach
+from service_support import (
+    JEAN_PIERRE,
+    LAETITIA,
+    MARIE,
+    STRANGER,
+    Crafted,
+    bearer,
+    build_crafted,
+    problem,
+    random_values,
+)
+
+from service.apikeys import KeyStore
+from service.app import create_app
+from service.settings import Settings
+
+Client = TestClient[web.Request, web.Application]
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory: pytest.TempPathFactory) -> Crafted:
+    return build_crafted(tmp_path_factory.mktemp("crafted"))
+
+
+@pytest.fixture
+async def crafted_client(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], crafted: Crafted
+) -> Client:
+    settings = make_settings(index_dir=crafted.index_dir, pepper_file=crafted.pepper_file)
+    client: Client = await aiohttp_client(create_app(settings))
+    return client
+
+
+async def check(client: Client, body: Any, **kwargs: Any) -> Any:
+    response = await client.post("/v1/check", json=body, **kwargs)
+    assert response.status == 200, await response.text()
+    assert response.headers["Cache-Control"] == "no-store"
+    assert response.content_type == "application/json"
+    return await response.json()
+
+
+# --------------------------------------------------------------------- answer shape
+
+
+async def test_strong_answer_lists_each_source_with_its_own_key(crafted_client: Client) -> None:
+    answer = await check(crafted_client, MARIE)
+    assert answer == {
+        "found": True,
+        "match": "strong",
+        "sources": [
+            {"id": "alpha-2024", "title": "Alpha", "breach_date": "2024-01-29",
+             "matched_on": ["nir", "birth_date"],
+             "exposed": ["name", "birth_date", "nir", "insurer", "tp_guarantee"]},
+            {"id": "beta-2024", "title": "Beta", "breach_date": "2024-02-05",
+             "matched_on": ["last_name", "first_name", "birth_date"],
+             "exposed": ["name", "birth_date", "birth_rank", "marital_status"]},
+        ],
+    }
+
+
+async def test_weak_answer_when_only_names_are_given(crafted_client: Client) -> None:
+    answer = await check(crafted_client, {k: MARIE[k] for k in
+                                           ("last_name", "first_name", "birth_date")})
+    assert answer["found"] is True
+    assert answer["match"] == "weak"
+    assert [s["id"] for s in answer["sources"]] == ["alpha-2024", "beta-2024"]
+    assert all(s["matched_on"] == ["last_name", "first_name", "birth_date"]
+               for s in answer["sources"])
+
+
+async def test_usage_name_matches_only_the_source_that_has_it(crafted_client: Client) -> None:
+    answer = await check(crafted_client, {"last_name": "martin", "first_name": "MARIE",
+                                          "birth_date": "15/03/1994"})
+    assert answer["match"] == "weak"
+    assert [s["id"] for s in answer["sources"]] == ["alpha-2024"]
+
+
+async def test_exposed_classes_come_in_the_fixed_order(crafted_client: Client) -> None:
+    answer = await check(crafted_client, JEAN_PIERRE)
+    assert answer["match"] == "strong"
+    (source,) = answer["sources"]
+    assert source["exposed"] == ["name", "birth_date", "nir", "birth_rank", "insurer",
+                                 "marital_status", "tp_guarantee"]
+
+
+@pytest.mark.parametrize("variant", [
+    LAETITIA,
+    {"last_name": "D'ARTAGNAN", "first_name": "Lætitia", "birth_date": "1953-07-20"},
+    {"last_name": "d artagnan", "first_name": "laetitia", "birth_date": "20-07-1953"},
+    {"nir": "2 53 07 2B 073 004 70", "birth_date": "20/07/1953"},
+    {"nir": "253072B073004", "birth_date": "1953-07-20"},
+])
+async def test_typing_variants_find_the_same_person(
+    crafted_client: Client, variant: dict[str, str]
+) -> None:
+    answer = await check(crafted_client, variant)
+    assert answer["found"] is True
+    assert [s["id"] for s in answer["sources"]] == ["beta-2024"]
+
+
+async def test_stranger_is_not_found(crafted_client: Client) -> None:
+    assert await check(crafted_client, STRANGER) == {"found": False, "match": None, "sources": []}
+
+
+async def test_blank_fields_count_as_absent(crafted_client: Client) -> None:
+    body = {**MARIE, "last_name": "", "first_name": "  "}
+    answer = await check(crafted_client, body)
+    assert answer["match"] == "strong"
+    assert [s["id"] for s in answer["sources"]] == ["alpha-2024"]
+
+
+async def test_synthetic_members_are_answered_as_the_generator_says(
+    client: Client, breach: Breach
+) -> None:
+    expected = breach.expected()
+    members = breach.members()
+    weak = next(m for m in members if expected[m["ref"]]["match"] == "weak")
+    strong = next(m for m in members if expected[m["ref"]]["match"] == "strong"
+                  and "|" in expected[m["ref"]]["sources"])
+    for member in (weak, strong):
+        fields = {k: member[k] for k in ("nir", "last_name", "first_name", "birth_date")}
+        answer = await check(client, fields)
+        want = expected[member["ref"]]
+        assert answer["match"] == want["match"]
+        assert [s["id"] for s in answer["sources"]] == want["sources"].split("|")
+
+
+# --------------------------------------------------------------------- errors
+
+
+async def test_malformed_json_is_400(client: Client) -> None:
+    response = await client.post("/v1/check", data=b'{"nir": "1', headers={
+        "Content-Type": "application/json"})
+    body = await problem(response, 400)
+    assert "errors" not in body
+
+
+async def test_invalid_utf8_is_400(client: Client) -> None:
+    response = await client.post("/v1/check", data=b'{"last_name": "\xff\xfe"}', headers={
+        "Content-Type": "application/json"})
+    await problem(response, 400)
+
+
+async def test_deeply_nested_json_is_400(client: Client) -> None:
+    response = await client.post("/v1/check", data=b"[" * 5000 + b"]" * 5000, headers={
+        "Content-Type": "application/json"})
+    await problem(response, 400)
+
+
+@pytest.mark.parametrize("body", [b"[]", b'"nir"', b"42", b"null", b""])
+async def test_a_body_that_is_not_an_object_is_400(client: Client, body: bytes) -> None:
+    response = await client.post("/v1/check", data=body, headers={
+        "Content-Type": "application/json"})
+    await problem(response, 400)
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "application/x-ndjson", None])
+async def test_wrong_content_type_is_415(client: Client, content_type: str | None) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.post("/v1/check", data=json.dumps(MARIE).encode(),
+                                 headers=headers, skip_auto_headers=["Content-Type"])
+    await problem(response, 415)
+
+
+async def test_json_with_charset_parameter_is_accepted(client: Client) -> None:
+    response = await client.post("/v1/check", data=json.dumps(STRANGER).encode(), headers={
+        "Content-Type": "application/json; charset=utf-8"})
+    assert response.status == 200
+
+
+async def test_body_over_16_kib_is_413(client: Client) -> None:
+    padding = "x" * (16 * 1024)
+    response = await client.post("/v1/check", json={**STRANGER, "padding": padding})
+    await problem(response, 413)
+
+
+async def test_body_of_exactly_16_kib_is_read(client: Client) -> None:
+    body = json.dumps({**STRANGER, "padding": ""}).encode()
+    body = body[:-2] + b"x" * (16 * 1024 - len(body)) + body[-2:]
+    assert len(body) == 16 * 1024
+    response = await client.post("/v1/check", data=body, headers={
+        "Content-Type": "application/json"})
+    assert response.status == 200
+
+
+async def test_chunked_body_over_16_kib_is_413(client: Client) -> None:
+    async def chunks() -> Any:
+        yield b'{"nir": "'
+        for _ in range(40):
+            yield b"1" * 1024
+        yield b'"}'
+
+    response = await client.post("/v1/check", data=chunks(), headers={
+        "Content-Type": "application/json"})
+    await problem(response, 413)
+
+
+INVALID_FIELDS = [
+    ({"nir": "295109912611199", "birth_date": "1995-10-02"}, "nir", "invalid_checksum"),
+    ({"nir": "253072C07300443", "birth_date": "1953-07-01"}, "nir", None),
+    ({"nir": "185434501234556", "birth_date": "1985-04-01"}, "nir", None),
+    ({"nir": "995109912611134", "birth_date": "1995-10-02"}, "nir", None),
+    ({"nir": "12345", "birth_date": "1995-10-02"}, "nir", None),
+    ({"nir": "294037512000591", "birth_date": "15/03/94"}, "birth_date", None),
+    ({"nir": "294037512000591", "birth_date": "2999-01-01"}, "birth_date", None),
+    ({"nir": "294037512000591", "birth_date": "1850-01-01"}, "birth_date", None),
+    ({"last_name": "Dup0nt", "first_name": "Marie", "birth_date": "1994-03-15"},
+     "last_name", None),
+    ({"last_name": "Dupont", "first_name": "Marie☃", "birth_date": "1994-03-15"},
+     "first_name", None),
+    ({"nir": 294037512000591, "birth_date": "1994-03-15"}, "nir", "invalid_type"),
+    ({"nir": ["294037512000591"], "birth_date": "1994-03-15"}, "nir", "invalid_type"),
+]
+
+
+@pytest.mark.parametrize(("body", "field", "code"), INVALID_FIELDS)
+async def test_invalid_field_is_422_and_never_quoted(
+    client: Client, body: dict[str, Any], field: str, code: str | None
+) -> None:
+    response = await client.post("/v1/check", json=body)
+    problem_body = await problem(response, 422)
+    errors = problem_body["errors"]
+    assert field in [e["field"] for e in errors]
+    if code is not None:
+        assert code in [e["code"] for e in errors if e["field"] == field]
+    text = json.dumps(problem_body, ensure_ascii=False)
+    for value in body.values():
+        value_text = str(value[0] if isinstance(value, list) else value)
+        assert value_text not in text
+        assert value_text.upper() not in text
+    for error in errors:
+        assert set(error) == {"field", "code", "message"}
+        assert error["message"]
+
+
+async def test_a_typo_is_reported_even_when_another_key_is_complete(client: Client) -> None:
+    body = {**MARIE, "nir": "294037512000592"}  # names and date still form a weak key
+    problem_body = await problem(await client.post("/v1/check", json=body), 422)
+    assert [(e["field"], e["code"]) for e in problem_body["errors"]] == [
+        ("nir", "invalid_checksum")]
+
+
+@pytest.mark.parametrize(("body", "fields"), [
+    ({}, {"birth_date", "nir"}),
+    ({"nir": "294037512000591"}, {"birth_date"}),
+    ({"birth_date": "1994-03-15"}, {"nir"}),
+    ({"last_name": "Dupont", "birth_date": "1994-03-15"}, {"first_name"}),
+    ({"first_name": "Marie", "birth_date": "1994-03-15"}, {"last_name"}),
+    ({"unrelated": "x"}, {"birth_date", "nir"}),
+])
+async def test_incomplete_key_is_422_with_field_errors(
+    client: Client, body: dict[str, str], fields: set[str]
+) -> None:
+    problem_body = await problem(await client.post("/v1/check", json=body), 422)
+    assert {e["field"] for e in problem_body["errors"]} == fields
+
+
+async def test_unknown_route_and_method_are_problems(client: Client) -> None:
+    await problem(await client.get("/v1/nothing"), 404)
+    response = await client.get("/v1/check")
+    await problem(response, 405)
+    assert "POST" in response.headers["Allow"]
+
+
+# --------------------------------------------------------------------- auth and limits
+
+
+async def test_unknown_or_malformed_key_on_check_is_401(client: Client) -> None:
+    for header in ("Bearer exk_not-a-key", "Bearer ", "Basic dXNlcjpwYXNz", "Bearer x" * 40):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers={"Authorization": header})
+        await problem(response, 401)
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+async def test_a_key_with_bytes_that_are_not_utf8_is_401(client: Client) -> None:
+    # A raw request: aiohttp's client would not send these bytes in a header.
+    body = json.dumps(STRANGER).encode()
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(b"POST /v1/check HTTP/1.1\r\nHost: test\r\nConnection: close\r\n"
+                 b"Authorization: Bearer exk_\xff\xfe\x80\r\n"
+                 b"Content-Type: application/json\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    status_line = answer.split(b"\r\n", 1)[0]
+    assert status_line.split()[1] == b"401", status_line
+    assert b"application/problem+json" in answer
+
+
+async def test_revoked_key_on_check_is_401(
+    client: Client, settings: Settings, api_key: str
+) -> None:
+    assert (await client.post("/v1/check", json=STRANGER, headers=bearer(api_key))).status == 200
+    store = KeyStore(settings.keys_db)
+    try:
+        (key, _, _), = store.all_keys()
+        assert store.revoke(key.id)
+    finally:
+        store.close()
+    response = await client.post("/v1/check", json=STRANGER, headers=bearer(api_key))
+    await problem(response, 401)
+
+
+async def test_anonymous_limit_gives_429_with_retry_after(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(anon_rate=1.0, anon_burst=3)))
+    # Every request costs a unit, malformed and invalid ones too.
+    assert (await client.post("/v1/check", data=b"{", headers={
+        "Content-Type": "application/json"})).status == 400
+    assert (await client.post("/v1/check", json={"nir": "1"})).status == 422
+    assert (await client.post("/v1/check", json=STRANGER)).status == 200
+    response = await client.post("/v1/check", json=STRANGER)
+    body = await problem(response, 429)
+    retry_after = int(response.headers["Retry-After"])
+    assert 1 <= retry_after <= 60
+    assert str(retry_after) in body["detail"]
+    # Refused requests are counted in the metrics, on the route's template.
+    metrics = await (await client.get("/metrics")).text()
+    assert 'exposure_rate_limited_total{route="/v1/check"} 1.0' in metrics
+
+
+async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    import ipaddress
+
+    untrusted = await aiohttp_client(create_app(make_settings(anon_rate=1.0, anon_burst=1)))
+    for address, status in (("203.0.113.1", 200), ("203.0.113.2", 429)):
+        response = await untrusted.post("/v1/check", json=STRANGER,
+                                        headers={"X-Forwarded-For": address})
+        assert response.status == status
+    trusted = await aiohttp_client(create_app(make_settings(
+        anon_rate=1.0, anon_burst=1,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))))
+    for address, status in (("203.0.113.1", 200), ("203.0.113.2", 200), ("203.0.113.1", 429),
+                            ("not an address", 200), ("also not", 429)):
+        response = await trusted.post("/v1/check", json=STRANGER,
+                                      headers={"X-Forwarded-For": address})
+        assert response.status == status, address
+
+
+async def test_bearer_key_on_check_uses_the_keys_own_limit(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    settings = make_settings(anon_rate=1.0, anon_burst=1)
+    store = KeyStore(settings.keys_db)
+    try:
+        key, token = store.create("Small insurer", rate_per_minute=3)
+    finally:
+        store.close()
+    client = await aiohttp_client(create_app(settings))
+    for _ in range(3):
+        assert (await client.post("/v1/check", json=STRANGER, headers=bearer(token))).status == 200
+    response = await client.post("/v1/check", json=STRANGER, headers=bearer(token))
+    await problem(response, 429)
+    assert int(response.headers["Retry-After"]) >= 1
+    # The anonymous bucket of this address was never touched.
+    assert (await client.post("/v1/check", json=STRANGER)).status == 200
+    assert (await client.post("/v1/check", json=STRANGER)).status == 429
+
+
+async def test_unknown_keys_spend_the_anonymous_budget(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(anon_rate=1.0, anon_burst=2)))
+    for _ in range(2):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers=bearer("exk_guess"))
+        assert response.status == 401
+    response = await client.post("/v1/check", json=STRANGER, headers=bearer("exk_guess"))
+    await problem(response, 429)
+
+
+# --------------------------------------------------------------------- other routes
+
+
+async def test_sources_lists_the_breaches_with_counts(crafted_client: Client) -> None:
+    response = await crafted_client.get("/v1/sources")
+    assert response.status == 200
+    body = await response.json()
+    assert body["generation"].startswith("gen-")
+    by_id = {s["id"]: s for s in body["sources"]}
+    assert list(by_id) == ["alpha-2024", "beta-2024"]
+    alpha = by_id["alpha-2024"]
+    assert (alpha["title"], alpha["breach_date"]) == ("Alpha", "2024-01-29")
+    assert alpha["rows"] == 2 and alpha["records_indexed"] == 2
+    assert alpha["data_classes"] == ["name", "birth_date", "nir", "birth_rank", "insurer",
+                                     "marital_status", "tp_guarantee"]
+    assert alpha["class_counts"]["birth_rank"] == 1
+    assert by_id["beta-2024"]["data_classes"] == ["name", "birth_date", "nir", "birth_rank",
+                                                  "insurer", "marital_status"]
+
+
+async def test_health_and_readiness(client: Client, breach: Breach) -> None:
+    response = await client.get("/healthz")
+    assert response.status == 200
+    assert (await response.json())["status"] == "ok"
+    response = await client.get("/readyz")
+    assert response.status == 200
+    ready = await response.json()
+    assert ready["status"] == "ready"
+    assert ready["generation"] == (breach.index_dir / "current").resolve().name
+    assert ready["fingerprints"] > 0
+    assert ready["detail"] is None
+
+
+async def test_not_ready_without_an_index(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    client = await aiohttp_client(create_app(make_settings(index_dir=tmp_path / "empty")))
+    assert (await client.get("/healthz")).status == 200
+    response = await client.get("/readyz")
+    assert response.status == 503
+    body = await response.json()
+    assert body["status"] == "not_ready"
+    assert "no index" in body["detail"]
+    await problem(await client.post("/v1/check", json=STRANGER), 503)
+    await problem(await client.get("/v1/sources"), 503)
+
+
+async def test_metrics_expose_requests_latency_bulk_and_index(
+    client: Client, api_key: str, breach: Breach
+) -> None:
+    await check(client, STRANGER)
+    await client.post("/v1/check", json={"nir": "1"})
+    await client.post("/v1/check/batch", data=b'{"ref": "a", "nir": "x"}\n',
+                      headers={**bearer(api_key), "Content-Type": "application/x-ndjson"})
+    await client.get("/nowhere")
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("text/plain")
+    text = await response.text()
+    assert 'exposure_http_requests_total{method="POST",route="/v1/check",status="200"} 1.0' \
+        in text
+    assert 'exposure_http_requests_total{method="POST",route="/v1/check",status="422"} 1.0' \
+        in text
+    assert 'exposure_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' \
+        in text
+    assert 'exposure_lookup_seconds_bucket{kind="single",le="+Inf"} 1.0' in text
+    assert 'exposure_lookup_seconds_count{kind="single"} 1.0' in text
+    assert 'exposure_bulk_records_total{outcome="error"} 1.0' in text
+    generation = (breach.index_dir / "current").resolve().name
+    assert f'exposure_index_info{{generation="{generation}"}} 1.0' in text
+    assert "exposure_index_fingerprints " in text
+    assert "exposure_index_rows " in text
+    assert "exposure_index_swap_failures_total 0.0" in text
+    assert "exposure_ready 1.0" in text
+
+
+async def test_security_headers_and_request_id(client: Client) -> None:
+    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
+    assert response.headers["X-Request-Id"] == "abc-123"
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    response = await client.get("/healthz", headers={"X-Request-Id": "<script>"})
+    assert response.headers["X-Request-Id"] != "<script>"
+
+
+# --------------------------------------------------------------------- no input is a 500
+
+
+async def test_no_input_yields_a_500(client: Client, api_key: str) -> None:
+    rng = random.Random(20240129)
+    for _ in range(300):
+        body = {field: random_values(rng) for field in
+                rng.sample(["nir", "birth_date", "last_name", "first_name", "other"],
+                           rng.randrange(0, 5))}
+        response = await client.post("/v1/check", json=body)
+        assert response.status in (200, 422), (response.status, await response.text())
+    for _ in range(100):
+        raw = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 200)))
+        content_type = rng.choice(["application/json", "application/json; charset=latin-1",
+                                   "text/csv", "", "application/x-ndjson"])
+        response = await client.post("/v1/check", data=raw, headers={
+            "Content-Type": content_type}, skip_auto_headers=["Content-Type"])
+        assert response.status in (400, 415), response.status
+        response = await client.post("/v1/check/batch", data=raw, headers={
+            **bearer(api_key), "Content-Type": content_type or "text/csv"})
+        assert response.status in (200, 415, 422), response.status
+        await response.read()
+    for path in ("/v1/check/%00", "/%ff%fe", "/v1/" + "a" * 4000, "/v1/sources/../../etc"):
+        response = await client.get(path)
+        assert response.status < 500, path

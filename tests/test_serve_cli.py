@@ -1,0 +1,265 @@
+"""`exposure-serve` as an operator runs it: real processes, a real port.
+
+Covers the refusals at start-up (wrong pepper, no pepper, bad flags), the key commands
+(`keys create/list/revoke`), a key created and revoked from the command line while
+the service runs, `--workers 2` (both workers answer on one port), and the JSON logs
+the workers write on stderr (no identifier in them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Breach, write_pepper
+from service_support import LAETITIA, MARIE, STRANGER, Crafted, build_crafted
+
+pytestmark = pytest.mark.slow
+
+SERVE = [sys.executable, "-m", "service.cli"]
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str, env: dict[str, str] | None = None,
+        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SERVE, *args], capture_output=True, text=True, timeout=120,
+                          env=env if env is not None else clean_env(), cwd=cwd or REPO)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("EXPOSURE_PEPPER_FILE", "EXPOSURE_KEYS_DB")}
+    return {**env, **extra}
+
+
+@pytest.fixture(scope="module")
+def crafted(tmp_path_factory: pytest.TempPathFactory) -> Crafted:
+    return build_crafted(tmp_path_factory.mktemp("crafted"))
+
+
+# --------------------------------------------------------------------- refusals at start-up
+
+
+def test_wrong_pepper_refuses_to_start(breach: Breach, tmp_path: Path) -> None:
+    other = write_pepper(tmp_path / "other.key")
+    result = run("--index", str(breach.index_dir), "--pepper-file", str(other),
+                 "--keys-db", str(tmp_path / "keys.sqlite"), "--port", "0")
+    assert result.returncode == 2
+    assert "another pepper" in result.stderr
+    assert "pepper file used for the build" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_no_pepper_refuses_to_start(breach: Breach, tmp_path: Path) -> None:
+    result = run("--index", str(breach.index_dir), "--keys-db", str(tmp_path / "k.sqlite"),
+                 "--port", "0")
+    assert result.returncode == 2
+    assert "no pepper" in result.stderr and "--pepper-file" in result.stderr
+
+
+def test_pepper_from_the_environment_is_used(breach: Breach, tmp_path: Path) -> None:
+    other = write_pepper(tmp_path / "other.key")
+    result = run("--index", str(breach.index_dir), "--keys-db", str(tmp_path / "k.sqlite"),
+                 "--port", "0", env=clean_env(EXPOSURE_PEPPER_FILE=str(other)))
+    assert result.returncode == 2
+    assert "another pepper" in result.stderr
+
+
+@pytest.mark.parametrize("flags", [["--workers", "0"], ["--trusted-proxy", "not-a-network"],
+                                   ["--anon-rate", "-1"]])
+def test_bad_flags_are_refused_clearly(breach: Breach, tmp_path: Path, flags: list[str]) -> None:
+    result = run("--index", str(breach.index_dir), "--pepper-file", str(breach.pepper_file),
+                 "--keys-db", str(tmp_path / "k.sqlite"), "--port", "0", *flags)
+    assert result.returncode == 2
+    assert flags[0] in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# --------------------------------------------------------------------- keys commands
+
+
+def test_keys_create_list_revoke(tmp_path: Path) -> None:
+    db = tmp_path / "keys.sqlite"
+    created = run("keys", "create", "Mutuelle Exemple", "--rate", "5000", "--keys-db", str(db))
+    assert created.returncode == 0, created.stderr
+    token = created.stdout.strip()
+    assert re.fullmatch(r"exk_[A-Za-z0-9_-]{43}", token)
+    assert "only time the key is shown" in created.stderr
+    assert token.encode() not in db.read_bytes()
+
+    # The environment variable names the database when --keys-db is not given.
+    second = run("keys", "create", "Autre mutuelle", env=clean_env(EXPOSURE_KEYS_DB=str(db)))
+    assert second.returncode == 0
+
+    listed = run("keys", "list", "--keys-db", str(db))
+    assert listed.returncode == 0
+    assert "Mutuelle Exemple" in listed.stdout and "Autre mutuelle" in listed.stdout
+    assert "5,000" in listed.stdout
+    assert token not in listed.stdout and second.stdout.strip() not in listed.stdout
+
+    revoked = run("keys", "revoke", "1", "--keys-db", str(db))
+    assert revoked.returncode == 0 and "revoked" in revoked.stdout
+    again = run("keys", "revoke", "1", "--keys-db", str(db))
+    assert again.returncode == 1 and "no live key" in again.stderr
+    listed = run("keys", "list", "--keys-db", str(db))
+    first_line = next(line for line in listed.stdout.splitlines() if "Mutuelle Exemple" in line)
+    assert first_line.rstrip().endswith("Z")  # revoked_at is set
+
+
+def test_keys_default_database_is_var_keys_sqlite(tmp_path: Path) -> None:
+    created = run("keys", "create", "Default place", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    assert (tmp_path / "var" / "keys.sqlite").is_file()
+
+
+def test_keys_refuse_bad_input(tmp_path: Path) -> None:
+    db = tmp_path / "keys.sqlite"
+    assert run("keys", "create", " ", "--keys-db", str(db)).returncode == 2
+    assert run("keys", "create", "X", "--rate", "0", "--keys-db", str(db)).returncode == 2
+    assert run("keys", "revoke", "abc", "--keys-db", str(db)).returncode == 2
+
+
+# --------------------------------------------------------------------- a running service
+
+
+class Server:
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, port: int) -> None:
+        self.process, self.log, self.port = process, log, port
+
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
+        try:
+            data = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
+            all_headers = {"Connection": "close", **(headers or {})}
+            if isinstance(body, dict):
+                all_headers.setdefault("Content-Type", "application/json")
+            connection.request(method, path, body=data, headers=all_headers)
+            response = connection.getresponse()
+            return response.status, response.read()
+        finally:
+            connection.close()
+
+
+@contextlib.contextmanager
+def serving(crafted: Crafted, tmp_path: Path, workers: int) -> Iterator[Server]:
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [*SERVE, "--index", str(crafted.index_dir), "--pepper-file", str(crafted.pepper_file),
+             "--keys-db", str(tmp_path / "keys.sqlite"), "--host", "127.0.0.1", "--port", "0",
+             "--workers", str(workers), "--anon-rate", "0", "--index-poll", "0.2"],
+            stdout=subprocess.DEVNULL, stderr=stderr, env=clean_env(), cwd=REPO,
+        )
+    try:
+        port = 0
+        for _ in range(2400):
+            match = re.search(r"http://127\.0\.0\.1:(\d+)/", log.read_text(errors="replace"))
+            if match:
+                port = int(match.group(1))
+                break
+            assert process.poll() is None, log.read_text(errors="replace")
+            time.sleep(0.05)
+        assert port, "the server never said where it listens"
+        served = Server(process, log, port)
+        for _ in range(2400):
+            try:
+                if served.request("GET", "/readyz")[0] == 200:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.05)
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+@pytest.fixture
+def server(crafted: Crafted, tmp_path: Path) -> Iterator[Server]:
+    with serving(crafted, tmp_path, workers=2) as running:
+        yield running
+
+
+def test_one_worker_serves_and_stops_cleanly(crafted: Crafted, tmp_path: Path) -> None:
+    with serving(crafted, tmp_path, workers=1) as running:
+        status, body = running.request("POST", "/v1/check", LAETITIA)
+        assert status == 200 and json.loads(body)["found"] is True
+        status, body = running.request("GET", "/healthz")
+        assert json.loads(body)["worker"] == running.process.pid  # no fork with one worker
+        running.process.send_signal(signal.SIGTERM)
+        assert running.process.wait(timeout=60) == 0
+
+
+def test_two_workers_answer_on_one_port(server: Server) -> None:
+    def worker_of(_: int) -> int:
+        status, body = server.request("GET", "/healthz")
+        assert status == 200
+        return int(json.loads(body)["worker"])
+
+    seen: set[int] = set()
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for _ in range(50):
+            seen |= set(pool.map(worker_of, range(16)))
+            if len(seen) == 2:
+                break
+    assert len(seen) == 2, seen
+    assert server.process.pid not in seen
+    for pid in seen:
+        assert Path(f"/proc/{pid}/status").read_text().count(
+            f"PPid:\t{server.process.pid}") == 1
+    status, body = server.request("POST", "/v1/check", MARIE)
+    assert status == 200 and json.loads(body)["match"] == "strong"
+
+
+def test_keys_changed_from_the_command_line_apply_to_every_running_worker(
+    server: Server, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "keys.sqlite")
+    token = run("keys", "create", "Live insurer", "--keys-db", db).stdout.strip()
+    body = b"".join(json.dumps({"ref": i, **p}).encode() + b"\n"
+                    for i, p in enumerate((MARIE, STRANGER, LAETITIA)))
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/x-ndjson"}
+    for _ in range(10):  # fresh connections: both workers get a share
+        status, answer = server.request("POST", "/v1/check/batch", body, headers)
+        assert status == 200
+        assert json.loads(answer.splitlines()[-1]) == {
+            "summary": {"lines": 3, "found": 2, "errors": 0}}
+    assert run("keys", "revoke", "1", "--keys-db", db).returncode == 0
+    for _ in range(10):
+        status, _ = server.request("POST", "/v1/check/batch", body, headers)
+        assert status == 401
+
+
+def test_worker_logs_are_json_and_hold_no_identifier(server: Server) -> None:
+    for person in (MARIE, LAETITIA, STRANGER, {**MARIE, "nir": "294037512000592"}):
+        server.request("POST", "/v1/check", person)
+    server.request("GET", f"/v1/check?nir={MARIE['nir']}")
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=60) == 0
+    text = server.log.read_text(encoding="utf-8")
+    entries = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+    requests = [e for e in entries if e.get("msg") == "request"]
+    assert len(requests) >= 5
+    assert all({"request_id", "route", "status", "duration_ms"} <= set(e) for e in requests)
+    for person in (MARIE, LAETITIA, STRANGER):
+        for value in person.values():
+            assert value not in text and value.upper() not in text
+    assert "294037512000592" not in text
