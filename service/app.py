@@ -16,7 +16,7 @@ from aiohttp import web
 
 from indexer.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
 
-from . import api, batch
+from . import api, batch, form, private
 from .apikeys import KeyStore
 from .index_holder import IndexHolder
 from .metrics import Metrics
@@ -73,15 +73,6 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(on_prepare)
     app.add_routes(api.routes)
     app.add_routes(batch.routes)
-    _add_form(app)
-    return app
-
-
-def _add_form(app: web.Application) -> None:
-    import importlib
-
-    try:
-        form = importlib.import_module("service.form")
-    except ImportError:  # pragma: no cover - the form module ships with the service
-        return
     form.setup(app)
+    private.setup(app, settings)
+    return app

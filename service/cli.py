@@ -37,6 +37,7 @@ from indexer.fingerprint import (
 from indexer.generation import IndexNotFound, current_generation
 from indexer.reader import IndexError_, IndexReader, KeyMismatch
 
+from . import private
 from .apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
 from .app import create_app
 from .logs import configure_logging
@@ -74,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                         help="reverse proxy whose X-Forwarded-For is believed (repeatable)")
     parser.add_argument("--index-poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often to look for a newly published generation (default 2)")
+    parser.add_argument("--oprf-key-file", type=Path, metavar="F",
+                        help="OPRF key for /v1/private/* (default: $EXPOSURE_OPRF_KEY_FILE; "
+                        "without one those routes answer 503)")
     parser.add_argument("--log-level", default="INFO", help="log level (default INFO)")
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -151,6 +155,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         index_dir=args.index, pepper_file=args.pepper_file, keys_db=_keys_db(args),
         anon_rate=args.anon_rate, anon_burst=args.anon_burst, trusted_proxies=proxies,
         max_batch_bytes=args.max_batch_bytes, index_poll_seconds=args.index_poll,
+        oprf_key_file=args.oprf_key_file,
     )
 
 
@@ -165,6 +170,7 @@ def _precheck(settings: Settings) -> None:
         print(f"exposure-serve: warning: {exc}; not ready until an index is published",
               file=sys.stderr)
     KeyStore(settings.keys_db).close()
+    private.precheck(settings)
 
 
 def _serve(args: argparse.Namespace) -> int:

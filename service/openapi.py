@@ -8,6 +8,7 @@ from typing import Any
 from indexer.records import DATA_CLASSES
 
 from .batch import MAX_REF_CHARS
+from .private import PRIVATE_OPENAPI_PATHS
 
 __all__ = ["openapi_document"]
 
@@ -47,6 +48,7 @@ def openapi_document() -> dict[str, Any]:
             "2024, and what of theirs leaked. Identifiers are never stored or echoed.",
         },
         "paths": {
+            **PRIVATE_OPENAPI_PATHS,
             "/v1/check": {"post": {
                 "operationId": "check",
                 "summary": "One lookup (anonymous: rate limited per address)",
