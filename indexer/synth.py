@@ -14,8 +14,9 @@ appear under a parent's NIR with their own date of birth; twins carry birth rank
 about a fifth of the people sit in both dumps. About 0.1% of the rows are broken on
 purpose (wrong NIR key, impossible date).
 
-Speed matters (33 million rows in minutes), so rows are generated in fixed chunks
-with numpy and joined as strings, never as one Python object per field per row.
+Speed matters (33 million rows in minutes), so rows are generated in fixed chunks:
+every random choice is a numpy draw over the whole chunk, fields come from lookup
+tables (dates, places, names) and rows are joined with str.join, not the csv module.
 Each chunk is seeded from ``(seed, chunk index)`` alone and chunks are written in
 order, so the bytes depend on ``(records, seed)`` and not on the number of workers.
 
@@ -24,14 +25,15 @@ This module must never read real data: it only invents it.
 
 from __future__ import annotations
 
-import io
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
 from functools import cache
@@ -202,6 +204,29 @@ _SURNAMES: Final = (
     "Salaün", "Tiphaine", "Verdier", "Villard", "Watteau", "Ybert", "de Lamarck",
     "de Montfort", "d'Aubigné", "d'Orléans", "Le Hénaff", "Le Bras", "Abgrall",
 )  # fmt: skip
+# The listed surnames are the frequent ones; the long tail is made of root + suffix
+# (Bernot, Girardeau, Le Moulinier...). Without a long tail the people would be
+# homonyms far more often than real people are, and a homonym in the other dump
+# would add a source to a member's ground truth.
+_SURNAME_ROOTS: Final = (
+    "Bern", "Mor", "Dur", "Girard", "Bonn", "Lamb", "Font", "Rouss", "Merc", "Blanch",
+    "Garn", "Chev", "Gauth", "Perr", "Rob", "Mass", "March", "Duv", "Dum", "Meun",
+    "Brun", "Gaill", "Barb", "Arn", "Ren", "Rich", "Car", "Pic", "Fabr", "Aub", "Lem",
+    "Bourg", "Guill", "Hub", "Berg", "Moul", "Vass", "Bouch", "Fleur", "Jacqu", "Poir",
+    "Charp", "Maill", "Bert", "Bail", "Coll", "Lég", "Bouv", "Mill", "Cous", "Germ",
+    "Bret", "Bess", "Pell", "Mall", "Ham", "Boul", "Monn", "Mich", "Gill", "Poul",
+    "Tess", "Chauv", "Coud", "Cord", "Pich", "Pasqu", "Carl", "Riv", "Vid", "Roch",
+    "Sab", "Tourn", "Verd", "Vill", "Lab", "Dav", "Thib", "Gaud", "Baud", "Chab",
+    "Court", "Dub", "Ferr", "Jouv", "Lac", "Mart", "Nad", "Pag", "Rab", "Sauv", "Tard",
+    "Vach", "Marc", "Bland", "Chass", "Grav", "Hold", "Jub", "Lomb", "Mén", "Prad",
+    "Quer", "Sév", "Tromp", "Vign", "Bréh", "Cler", "Daum", "Esn", "Fouqu", "Gren",
+)  # fmt: skip
+_SURNAME_SUFFIXES: Final = (
+    "in", "et", "ot", "eau", "ard", "ier", "on", "aud", "at", "ault", "el", "ois",
+    "oux", "y", "é", "ès", "ereau", "illon", "ac", "ant", "ignac", "ereux",
+)  # fmt: skip
+_PARTICLES: Final = ("Le ", "Du ", "de ", "Des ")
+
 _INSURERS: Final = (
     "Harmonie Mutuelle", "MGEN", "Malakoff Humanis", "AG2R La Mondiale", "Groupama",
     "MAAF Santé", "Matmut", "Swiss Life", "AXA Santé", "Allianz", "Apivia",
@@ -295,8 +320,8 @@ def _quote(value: str, delimiter: str) -> str:
 
 
 def _zipf(n: int, exponent: float) -> npt.NDArray[np.float64]:
-    weights = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
-    return weights / weights.sum()
+    weights: npt.NDArray[np.float64] = 1.0 / np.arange(1, n + 1, dtype=np.float64) ** exponent
+    return weights / float(weights.sum())
 
 
 def _objects(values: Sequence[str]) -> ObjArray:
@@ -327,7 +352,6 @@ class _Tables:
     male_p: npt.NDArray[np.float64]
     female_p: npt.NDArray[np.float64]
     surnames: ObjArray
-    surnames_upper: ObjArray
     surname_p: npt.NDArray[np.float64]
     fresh_surnames: ObjArray
     fresh_p: npt.NDArray[np.float64]
@@ -382,13 +406,16 @@ def _tables() -> _Tables:
         probs.append(_P_ABROAD / len(_COUNTRIES))
         corsica.append(False)
     place_p = np.array(probs)
-    place_pre1976 = _objects(["20" + t[2:] if c else t for t, c in zip(texts, corsica)])
+    place_pre1976 = _objects(
+        ["20" + t[2:] if c else t for t, c in zip(texts, corsica, strict=True)]
+    )
 
     first = MALE_FIRST_NAMES + FEMALE_FIRST_NAMES
+    surnames = _all_surnames()
     # Every eighth surname is kept for the members who are not in the breach, so that
     # they cannot collide with someone of the breach on the weak key either.
-    breach_pool = [s for i, s in enumerate(_SURNAMES) if i % 8 != 7]
-    fresh_pool = [s for i, s in enumerate(_SURNAMES) if i % 8 == 7]
+    breach_pool = [s for i, s in enumerate(surnames) if i % 8 != 7]
+    fresh_pool = [s for i, s in enumerate(surnames) if i % 8 == 7]
 
     tp_combos = _tp_combinations()
     insurers = list(_INSURERS) + [""]
@@ -405,11 +432,10 @@ def _tables() -> _Tables:
         first=_objects(first),
         first_upper=_objects([n.upper() for n in first]),
         n_male=len(MALE_FIRST_NAMES),
-        male_p=_zipf(len(MALE_FIRST_NAMES), 0.5),
-        female_p=_zipf(len(FEMALE_FIRST_NAMES), 0.5),
+        male_p=_zipf(len(MALE_FIRST_NAMES), 0.35),
+        female_p=_zipf(len(FEMALE_FIRST_NAMES), 0.35),
         surnames=_objects(breach_pool),
-        surnames_upper=_objects([s.upper() for s in breach_pool]),
-        surname_p=_zipf(len(breach_pool), 0.6),
+        surname_p=_zipf(len(breach_pool), 0.55),
         fresh_surnames=_objects(fresh_pool),
         fresh_p=_zipf(len(fresh_pool), 0.3),
         insurer_v=_objects(insurers),
@@ -419,6 +445,26 @@ def _tables() -> _Tables:
         marital_v=_objects(list(_MARITAL_FR) + [""]),
         marital_a=_objects(list(_MARITAL_CODE) + [""]),
     )
+
+
+def _all_surnames() -> list[str]:
+    """The listed surnames, then the long tail in a fixed shuffled order, no two
+    alike once case, accents and separators are folded away."""
+    rng = np.random.default_rng(1793)
+    derived = [root + suffix for root in _SURNAME_ROOTS for suffix in _SURNAME_SUFFIXES]
+    derived = [derived[i] for i in rng.permutation(len(derived)).tolist()]
+    particle = rng.random(len(derived))
+    for i, name in enumerate(derived):
+        if particle[i] < 0.08:
+            derived[i] = _PARTICLES[i % len(_PARTICLES)] + name
+    names: list[str] = []
+    seen: set[str] = set()
+    for name in list(_SURNAMES) + derived:
+        folded = "".join(c for c in _strip_accents(name).upper() if c.isalpha())
+        if folded not in seen:
+            seen.add(folded)
+            names.append(name)
+    return names
 
 
 def _tp_combinations() -> list[tuple[str, ...]]:
@@ -436,7 +482,7 @@ def _tp_combinations() -> list[tuple[str, ...]]:
 
 @dataclass
 class _Identities:
-    """Column arrays of people who hold their own NIR."""
+    """Column arrays of people as drawn, each with a NIR of their own."""
 
     male: BoolArray
     dob: IntArray  # days since 1925-01-01
@@ -520,7 +566,7 @@ def _draw_identities(
     first_idx = _draw_first(rng, male)
     last = _draw_surnames(rng, n, surnames, surname_p)
     usage = np.full(n, "", dtype=object)
-    # Married women often use their spouse's name; the younger, the less.
+    # Many married women use their spouse's name.
     married = (~male) & (t.year[dob] <= 2000) & (rng.random(n) < 0.45)
     idx = np.flatnonzero(married)
     if len(idx):
@@ -555,6 +601,7 @@ def _given_names(
         parts = [names[first_idx[i]], names[more1[j]]]
         if n_extra == 2:
             parts.append(names[more2[j]])
+        parts = list(dict.fromkeys(parts))  # no CLÉMENCE CLÉMENCE
         if comma[j]:
             v_out.append(",".join(parts).upper())
             a_out.append(_quote(", ".join(parts), ","))
@@ -618,108 +665,161 @@ def _quota(total: int, records: int, start: int, end: int) -> int:
     return total * end // records - total * start // records
 
 
-def _make_chunk(task: tuple[int, int, int]) -> _Chunk:
-    seed, index, records = task
-    t = _tables()
-    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
-    start, end = _chunk_bounds(records, index)
+@dataclass
+class _Population:
+    """The people of one chunk, in families, before they are written out."""
 
+    ident: _Identities
+    nir: ObjArray  # children carry their holder's
+    rank: IntArray  # birth rank: 2 for the second of twins
+    family: IntArray  # family of each person
+    member_of: IntArray  # _V_ONLY, _A_ONLY or _BOTH, per person
+    first_names_v: ObjArray
+    first_names_a: ObjArray
+    marital: IntArray
+    insurer_v: IntArray  # per family: one contract covers the family
+    insurer_a: IntArray
+    tp_v: IntArray
+    tp_a: IntArray
+    # People with a row the index cannot match by both keys (a deliberately bad row,
+    # a missing date): the member file never relies on them.
+    spoiled: BoolArray
+
+    @property
+    def dob(self) -> IntArray:
+        return self.ident.dob
+
+
+def _draw_population(rng: np.random.Generator, rows: int) -> _Population:
+    t = _tables()
     # Families: an insured person (holder of the NIR) and 0-4 children under it.
-    kids, membership = _families(rng, end - start)
+    kids, membership = _families(rng, rows)
     n_fam = len(kids)
     size = 1 + kids
     n = int(size.sum())
     family = np.repeat(np.arange(n_fam), size)
     head = np.repeat(np.cumsum(size) - size, size)  # index of each person's holder
     is_child = np.arange(n) != head
-    member_of = membership[family]
+    children = np.flatnonzero(is_child)
 
     # Holders with children were born 1960-2002; children are minors or students in
     # 2024: born from 1998, at least 18 years after their parent.
     dob = _draw_dates(rng, n, _FIRST_DAY, date(2007, 12, 31))
     parents = np.flatnonzero((~is_child) & (kids[family] > 0))
     dob[parents] = _draw_dates(rng, len(parents), date(1960, 1, 1), date(2002, 12, 31))
-    children = np.flatnonzero(is_child)
     parent_dob = dob[head[children]]
     lo = np.maximum(parent_dob + 18 * 365 + 5, _day(date(1998, 1, 1)))
     hi = np.minimum(parent_dob + 50 * 365, _day(_LAST_DAY))
     dob[children] = lo + (rng.random(len(children)) * (hi - lo + 1)).astype(np.int64)
-    ident = _draw_identities(
-        rng, n, dob, surnames=t.surnames, surname_p=t.surname_p, order_range=_ORDER_BREACH
-    )
     rank = np.ones(n, dtype=np.int64)
     # Twins: the last two children of some families share their birth date.
     twin_fams = np.flatnonzero((kids >= 2) & (rng.random(n_fam) < 0.1))
-    if len(twin_fams):
-        last = np.cumsum(size)[twin_fams] - 1
-        dob[last] = dob[last - 1]
-        rank[last] = 2
+    last = np.cumsum(size)[twin_fams] - 1
+    dob[last] = dob[last - 1]
+    rank[last] = 2
 
+    ident = _draw_identities(
+        rng, n, dob, surnames=t.surnames, surname_p=t.surname_p, order_range=_ORDER_BREACH
+    )
     # Children: the holder's NIR, the holder's family name, their own first names.
     nir = _objects(ident.nir)
     nir[children] = nir[head[children]]
     family_name = np.where(ident.usage != "", ident.usage, ident.last)
     ident.last[children] = family_name[head[children]]
     ident.usage[children] = ""
-    v_first, a_first = _given_names(rng, ident.first_idx, ident.male)
+    first_names_v, first_names_a = _given_names(rng, ident.first_idx, ident.male)
 
-    marital = _marital(rng, ident, is_child, dob)
     insurer_v = rng.integers(0, len(_INSURERS), size=n_fam)
+    tp_v = rng.integers(0, len(t.tp_v) - 1, size=n_fam)
+    # People in both dumps often hold two contracts (or changed insurer).
     insurer_a = np.where(
         rng.random(n_fam) < 0.4, insurer_v, rng.integers(0, len(_INSURERS), size=n_fam)
     )
-    tp_v = rng.integers(0, len(t.tp_v) - 1, size=n_fam)
     tp_a = np.where(rng.random(n_fam) < 0.5, tp_v, rng.integers(0, len(t.tp_a) - 1, size=n_fam))
-
-    last_upper = _objects([s.upper() for s in ident.last.tolist()])
-    usage_upper = _objects([s.upper() for s in ident.usage.tolist()])
-    in_v = np.flatnonzero(member_of != _A_ONLY)
-    in_a = np.flatnonzero(member_of != _V_ONLY)
-    spoiled = np.zeros(n, dtype=bool)  # people with a row the index cannot match
-
-    v_cols = [
-        nir[in_v].tolist(),
-        last_upper[in_v].tolist(),
-        usage_upper[in_v].tolist(),
-        v_first[in_v].tolist(),
-        t.dmy[dob[in_v]].tolist(),
-        _ranks(rng, rank[in_v]),
-        t.insurer_v[_blank(rng, insurer_v[family[in_v]], 0.02, len(t.insurer_v) - 1)].tolist(),
-        t.marital_v[_blank(rng, marital[in_v], 0.08, len(t.marital_v) - 1)].tolist(),
-        t.tp_v[_blank(rng, tp_v[family[in_v]], 0.03, len(t.tp_v) - 1)].tolist(),
-    ]
-    bad_v = _spoil(rng, v_cols, in_v, dob, spoiled, iso=False)
-    a_nir = nir[in_a].tolist()
-    a_cols = [
-        a_nir,
-        ident.last[in_a].tolist(),  # names never hold a comma or a quote
-        ident.usage[in_a].tolist(),
-        a_first[in_a].tolist(),
-        t.iso[dob[in_a]].tolist(),
-        _ranks(rng, rank[in_a]),
-        t.insurer_a[_blank(rng, insurer_a[family[in_a]], 0.02, len(t.insurer_a) - 1)].tolist(),
-        t.marital_a[_blank(rng, marital[in_a], 0.08, len(t.marital_a) - 1)].tolist(),
-        t.tp_a[_blank(rng, tp_a[family[in_a]], 0.03, len(t.tp_a) - 1)].tolist(),
-    ]
-    bad_a = _spoil(rng, a_cols, in_a, dob, spoiled, iso=True)
-    # Almerys writes some NIRs the way they are printed on the carte Vitale.
-    for i in np.flatnonzero(rng.random(len(a_nir)) < 0.25).tolist():
-        s = a_nir[i]
-        a_nir[i] = f"{s[0]} {s[1:3]} {s[3:5]} {s[5:7]} {s[7:10]} {s[10:13]} {s[13:]}"
-
-    viamedis = ("\r\n".join(map(";".join, zip(*v_cols, strict=True))) + "\r\n") if len(in_v) else ""
-    almerys = ("\n".join(map(",".join, zip(*a_cols, strict=True))) + "\n") if len(in_a) else ""
-
-    members, expected, in_breach = _chunk_members(
-        rng, records, start, end, ident, nir, dob, member_of, spoiled
+    return _Population(
+        ident=ident,
+        nir=nir,
+        rank=rank,
+        family=family,
+        member_of=membership[family],
+        first_names_v=first_names_v,
+        first_names_a=first_names_a,
+        marital=_marital(rng, ident, is_child),
+        insurer_v=insurer_v,
+        insurer_a=insurer_a,
+        tp_v=tp_v,
+        tp_a=tp_a,
+        spoiled=np.zeros(n, dtype=bool),
     )
+
+
+def _viamedis_rows(rng: np.random.Generator, pop: _Population) -> tuple[str, int, int]:
+    """The Viamedis rows of a population (CRLF, ';', upper case, DD/MM/YYYY): text,
+    row count, bad rows."""
+    t = _tables()
+    people = np.flatnonzero(pop.member_of != _A_ONLY)
+    if len(people) == 0:
+        return "", 0, 0
+    family = pop.family[people]
+    cols = [
+        pop.nir[people].tolist(),
+        [s.upper() for s in pop.ident.last[people].tolist()],
+        [s.upper() for s in pop.ident.usage[people].tolist()],
+        pop.first_names_v[people].tolist(),
+        t.dmy[pop.dob[people]].tolist(),
+        _ranks(rng, pop.rank[people]),
+        t.insurer_v[_blank(rng, pop.insurer_v[family], 0.02, len(t.insurer_v) - 1)].tolist(),
+        t.marital_v[_blank(rng, pop.marital[people], 0.08, len(t.marital_v) - 1)].tolist(),
+        t.tp_v[_blank(rng, pop.tp_v[family], 0.03, len(t.tp_v) - 1)].tolist(),
+    ]
+    bad = _spoil(rng, cols, people, pop, iso=False)
+    return "\r\n".join(map(";".join, zip(*cols, strict=True))) + "\r\n", len(people), bad
+
+
+def _almerys_rows(rng: np.random.Generator, pop: _Population) -> tuple[str, int, int]:
+    """The Almerys rows of a population (LF, ',', natural case, ISO dates, some spaced
+    NIRs, minimal quoting): text, row count, bad rows."""
+    t = _tables()
+    people = np.flatnonzero(pop.member_of != _V_ONLY)
+    if len(people) == 0:
+        return "", 0, 0
+    family = pop.family[people]
+    nir = pop.nir[people].tolist()
+    cols = [
+        nir,
+        pop.ident.last[people].tolist(),  # names never hold a comma or a quote
+        pop.ident.usage[people].tolist(),
+        pop.first_names_a[people].tolist(),  # quoted when comma-separated
+        t.iso[pop.dob[people]].tolist(),
+        _ranks(rng, pop.rank[people]),
+        t.insurer_a[_blank(rng, pop.insurer_a[family], 0.02, len(t.insurer_a) - 1)].tolist(),
+        t.marital_a[_blank(rng, pop.marital[people], 0.08, len(t.marital_a) - 1)].tolist(),
+        t.tp_a[_blank(rng, pop.tp_a[family], 0.03, len(t.tp_a) - 1)].tolist(),
+    ]
+    bad = _spoil(rng, cols, people, pop, iso=True)
+    # Some NIRs are written the way the carte Vitale prints them.
+    for i in np.flatnonzero(rng.random(len(nir)) < 0.25).tolist():
+        s = nir[i]
+        nir[i] = f"{s[0]} {s[1:3]} {s[3:5]} {s[5:7]} {s[7:10]} {s[10:13]} {s[13:]}"
+    return "\n".join(map(",".join, zip(*cols, strict=True))) + "\n", len(people), bad
+
+
+def _make_chunk(task: tuple[int, int, int]) -> _Chunk:
+    """One chunk of both dumps and of the member file; runs in a worker process."""
+    seed, index, records = task
+    rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
+    start, end = _chunk_bounds(records, index)
+    pop = _draw_population(rng, end - start)
+    viamedis, viamedis_rows, bad_v = _viamedis_rows(rng, pop)
+    almerys, almerys_rows, bad_a = _almerys_rows(rng, pop)
+    members, expected, in_breach = _chunk_members(rng, records, start, end, pop)
     return _Chunk(
         viamedis=viamedis.encode("cp1252"),
         almerys=almerys.encode("utf-8"),
-        viamedis_rows=len(in_v),
-        almerys_rows=len(in_a),
-        people=n,
-        people_in_both=int((member_of == _BOTH).sum()),
+        viamedis_rows=viamedis_rows,
+        almerys_rows=almerys_rows,
+        people=len(pop.member_of),
+        people_in_both=int((pop.member_of == _BOTH).sum()),
         bad_rows=bad_v + bad_a,
         members=members,
         expected=expected,
@@ -727,10 +827,10 @@ def _make_chunk(task: tuple[int, int, int]) -> _Chunk:
     )
 
 
-def _marital(
-    rng: np.random.Generator, ident: _Identities, is_child: BoolArray, dob: IntArray
-) -> IntArray:
+def _marital(rng: np.random.Generator, ident: _Identities, is_child: BoolArray) -> IntArray:
+    """Marital status, consistent with age, usage name and sex (veuf/veuve)."""
     t = _tables()
+    dob = ident.dob
     n = len(dob)
     status = rng.choice(5, size=n, p=[0.36, 0.34, 0.1, 0.12, 0.08]).astype(np.int64)
     young = t.year[dob] > 2002
@@ -743,9 +843,12 @@ def _marital(
     return status
 
 
+_RANK_TEXT: Final = _objects(["", "1", "2"])
+
+
 def _ranks(rng: np.random.Generator, rank: IntArray) -> list[str]:
-    text = np.where(rng.random(len(rank)) < 0.02, "", rank.astype(str)).astype(object)
-    return list(text.tolist())
+    """Birth rank as written, sometimes missing."""
+    return list(_RANK_TEXT[np.where(rng.random(len(rank)) < 0.02, 0, rank)].tolist())
 
 
 def _blank(rng: np.random.Generator, idx: IntArray, share: float, empty: int) -> IntArray:
@@ -761,8 +864,7 @@ def _spoil(
     rng: np.random.Generator,
     cols: list[list[str]],
     people: IntArray,
-    dob: IntArray,
-    spoiled: BoolArray,
+    pop: _Population,
     *,
     iso: bool,
 ) -> int:
@@ -778,14 +880,14 @@ def _spoil(
     formats = _BAD_DATES_ISO if iso else _BAD_DATES_DMY
     nir, birth = cols[0], cols[4]
     for k, row in enumerate(rows):
-        spoiled[people[row]] = True
+        pop.spoiled[people[row]] = True
         if k >= n_bad:
             birth[row] = ""
         elif k % 2 == 0:
             s = nir[row]
             nir[row] = f"{s[:13]}{int(s[13:]) % 97 + 1:02d}"  # any other key is wrong
         else:
-            year = int(t.year[dob[people[row]]])
+            year = int(t.year[pop.dob[people[row]]])
             birth[row] = formats[int(rng.integers(len(formats)))].format(y=year)
     return n_bad
 
@@ -799,9 +901,12 @@ def _strip_accents(text: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def _typed_name(rng: np.random.Generator, name: str) -> str:
-    """A name as a clerk might have typed it: other case, accents, separators."""
-    r = rng.random(4)
+def _typed_name(name: str, r: Sequence[float]) -> str:
+    """A name as a clerk might have typed it: other case, accents, separators.
+
+    ``r`` holds four uniform draws, taken in bulk by the caller (a numpy call per
+    draw would cost more than the rest of this function).
+    """
     if r[0] < 0.3:
         name = _strip_accents(name)
     elif r[0] < 0.4:
@@ -817,10 +922,9 @@ def _typed_name(rng: np.random.Generator, name: str) -> str:
     return name
 
 
-def _typed_nir(rng: np.random.Generator, nir: str) -> str:
-    r = rng.random()
-    if "A" in nir[5:7] or "B" in nir[5:7]:
-        nir = nir.lower() if rng.random() < 0.3 else nir
+def _typed_nir(nir: str, r: float, lower: float) -> str:
+    if lower < 0.3 and nir[5:7] in ("2A", "2B"):
+        nir = nir.lower()
     if r < 0.25:
         return f"{nir[0]} {nir[1:3]} {nir[3:5]} {nir[5:7]} {nir[7:10]} {nir[10:13]} {nir[13:]}"
     if r < 0.35:
@@ -833,20 +937,20 @@ def _member_rows(
     people: Sequence[int],
     ident: _Identities,
     nir: ObjArray,
-    dob: IntArray,
     with_nir: Sequence[bool],
 ) -> list[str]:
+    """Member-file rows (without ref) for these people, typed with variants."""
     t = _tables()
+    dob = ident.dob
+    draws: list[list[float]] = rng.random((len(people), 12)).tolist()
     rows: list[str] = []
-    for i, has_nir in zip(people, with_nir, strict=True):
+    for i, has_nir, r in zip(people, with_nir, draws, strict=True):
         usage = ident.usage[i]
-        last = usage if usage and rng.random() < 0.6 else ident.last[i]
+        last = usage if usage and r[0] < 0.6 else ident.last[i]
         first = t.first[ident.first_idx[i]]
-        birth = t.dmy[dob[i]] if rng.random() < 0.5 else t.iso[dob[i]]
-        nir_text = _typed_nir(rng, nir[i]) if has_nir else ""
-        rows.append(
-            f"{nir_text};{_typed_name(rng, last)};{_typed_name(rng, first)};{birth}"
-        )
+        birth = t.dmy[dob[i]] if r[1] < 0.5 else t.iso[dob[i]]
+        nir_text = _typed_nir(nir[i], r[2], r[3]) if has_nir else ""
+        rows.append(f"{nir_text};{_typed_name(last, r[4:8])};{_typed_name(first, r[8:12])};{birth}")
     return rows
 
 
@@ -862,11 +966,7 @@ def _chunk_members(
     records: int,
     start: int,
     end: int,
-    ident: _Identities,
-    nir: ObjArray,
-    dob: IntArray,
-    member_of: IntArray,
-    spoiled: BoolArray,
+    pop: _Population,
 ) -> tuple[list[str], list[str], int]:
     """This chunk's share of the member file: half people of the breach, half not."""
     t = _tables()
@@ -874,14 +974,14 @@ def _chunk_members(
     in_breach = _quota(total // 2, records, start, end)
     fresh = _quota(total - total // 2, records, start, end)
 
-    eligible = np.flatnonzero(~spoiled)
+    eligible = np.flatnonzero(~pop.spoiled)
     if len(eligible) == 0:
         in_breach, fresh = 0, fresh + in_breach
     picked = rng.choice(eligible, size=in_breach, replace=in_breach > len(eligible)).tolist()
     strong = (rng.random(in_breach) < 0.75).tolist()
-    breach_rows = _member_rows(rng, picked, ident, nir, dob, strong)
+    breach_rows = _member_rows(rng, picked, pop.ident, pop.nir, strong)
     breach_expected = [
-        f"true,{'strong' if s else 'weak'},{_SOURCES_OF[int(member_of[i])]}"
+        f"true,{'strong' if s else 'weak'},{_SOURCES_OF[int(pop.member_of[i])]}"
         for i, s in zip(picked, strong, strict=True)
     ]
 
@@ -900,7 +1000,6 @@ def _chunk_members(
         range(fresh),
         other,
         _objects(other.nir),
-        fresh_dob,
         (rng.random(fresh) < 0.85).tolist(),
     )
     rows = breach_rows + fresh_rows
@@ -919,31 +1018,79 @@ def _default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def _chunks(seed: int, records: int, workers: int) -> Iterator[_Chunk]:
-    """Chunks in order, made here or by a pool of processes."""
+def _start_method() -> str:
+    """fork when it is safe (no other thread), else forkserver.
+
+    fork starts fast and does not re-import the caller's main module; forking a
+    process that runs other threads (an event loop's executor, a progress monitor)
+    can deadlock, so such callers get forkserver, which needs an import-safe
+    ``__main__`` (the usual ``if __name__ == "__main__":`` guard).
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "fork" in methods and threading.active_count() == 1:
+        return "fork"
+    return "forkserver" if "forkserver" in methods else "spawn"
+
+
+@contextmanager
+def _chunk_source(
+    seed: int, records: int, workers: int
+) -> Iterator[Callable[[], Iterator[_Chunk]]]:
+    """Chunks in order, made here or by a pool of processes started on entry."""
     n_chunks = -(-records // CHUNK_ROWS)
     tasks = [(seed, i, records) for i in range(n_chunks)]
     if workers <= 1 or n_chunks <= 1:
-        yield from map(_make_chunk, tasks)
+        yield lambda: map(_make_chunk, tasks)
         return
-    # forkserver: a fork of a parent with threads (tqdm's monitor, an event loop's
-    # executor) can deadlock; a window of pending chunks keeps memory flat when the
-    # disk is slower than the workers.
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    context = multiprocessing.get_context(_start_method())
     with context.Pool(processes=min(workers, n_chunks)) as pool:
-        pending: deque[AsyncResult[_Chunk]] = deque()
-        queue = iter(tasks)
-        for task in queue:
-            pending.append(pool.apply_async(_make_chunk, (task,)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            chunk = pending.popleft().get()
-            task_next = next(queue, None)
-            if task_next is not None:
-                pending.append(pool.apply_async(_make_chunk, (task_next,)))
-            yield chunk
+
+        def ordered() -> Iterator[_Chunk]:
+            # A window of pending chunks keeps memory flat when the disk is slower
+            # than the workers.
+            pending: deque[AsyncResult[_Chunk]] = deque()
+            queue = iter(tasks)
+            for task in queue:
+                pending.append(pool.apply_async(_make_chunk, (task,)))
+                if len(pending) >= 2 * workers:
+                    break
+            while pending:
+                chunk = pending.popleft().get()
+                following = next(queue, None)
+                if following is not None:
+                    pending.append(pool.apply_async(_make_chunk, (following,)))
+                yield chunk
+
+        yield ordered
+
+
+@dataclass
+class _Totals:
+    viamedis_rows: int = 0
+    almerys_rows: int = 0
+    people: int = 0
+    people_in_both: int = 0
+    bad_rows: int = 0
+    members: int = 0
+    members_in_breach: int = 0
+
+    def add(self, chunk: _Chunk) -> None:
+        self.viamedis_rows += chunk.viamedis_rows
+        self.almerys_rows += chunk.almerys_rows
+        self.people += chunk.people
+        self.people_in_both += chunk.people_in_both
+        self.bad_rows += chunk.bad_rows
+        self.members += len(chunk.members)
+        self.members_in_breach += chunk.members_in_breach
+
+
+def _with_refs(rows: Sequence[str], before: int, delimiter: str) -> str:
+    return "".join(f"m-{before + n:06d}{delimiter}{row}\n" for n, row in enumerate(rows, 1))
+
+
+def _remove_parts(parts: Iterable[Path]) -> None:
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 def _progress(total: int, enabled: bool) -> Any:
@@ -964,9 +1111,19 @@ def write_synthetic_breach(
 ) -> SynthSummary:
     """Write a synthetic breach of ``records`` rows (both dumps together) into ``out``.
 
-    The bytes written depend only on ``records`` and ``seed``. Files are written under
-    a temporary name and renamed when complete, so an interrupted run leaves no file
-    that looks whole.
+    ``members.csv`` holds ``members_size(records)`` members, half of them people of
+    the breach. ``members-expected.csv`` says, per ref, whether the member is in the
+    breach, the key a lookup should match on (``strong``: the member row has the NIR;
+    ``weak``: names and date only) and the sources holding that person's records. A
+    homonym (another person with the same names and date of birth) in the other dump
+    can make a lookup list one more source than that: about 2 members in 100,000 at
+    a million records, proportionally more at 33 million. Members outside the breach
+    can match nobody, by construction.
+
+    The bytes written depend only on ``records`` and ``seed``, never on ``workers``
+    (default: the CPUs this process may use). Files are written under a temporary
+    name and renamed when complete, so an interrupted run leaves no file that looks
+    whole.
     """
     if records < 0:
         raise ValueError("records must be >= 0")
@@ -979,11 +1136,15 @@ def write_synthetic_breach(
 
     names = ("viamedis.csv", "almerys.csv", "members.csv", "members-expected.csv")
     parts = {name: out / f".{name}.part" for name in names}
-    totals = dict.fromkeys(
-        ("viamedis", "almerys", "people", "both", "bad", "members", "in_breach"), 0
-    )
-    bar = _progress(records, progress)
-    try:
+    totals = _Totals()
+    with ExitStack() as stack:
+        # The pool starts before the progress bar and its monitor thread (see
+        # _start_method).
+        chunks = stack.enter_context(_chunk_source(seed, records, workers))
+        bar = _progress(records, progress)
+        if bar is not None:
+            stack.callback(bar.close)
+        stack.callback(_remove_parts, parts.values())
         with (
             parts["viamedis.csv"].open("wb") as viamedis,
             parts["almerys.csv"].open("wb") as almerys,
@@ -994,47 +1155,27 @@ def write_synthetic_breach(
             almerys.write((",".join(ALMERYS_HEADER) + "\n").encode("utf-8"))
             members.write(";".join(MEMBERS_HEADER) + "\n")
             expected.write(",".join(MEMBERS_EXPECTED_HEADER) + "\n")
-            for chunk in _chunks(seed, records, workers):
+            for chunk in chunks():
                 viamedis.write(chunk.viamedis)
                 almerys.write(chunk.almerys)
-                first_ref = totals["members"] + 1
-                buffer = io.StringIO()
-                for ref, row in enumerate(chunk.members, start=first_ref):
-                    buffer.write(f"m-{ref:06d};{row}\n")
-                members.write(buffer.getvalue())
-                expected.write(
-                    "".join(
-                        f"m-{ref:06d},{row}\n"
-                        for ref, row in enumerate(chunk.expected, start=first_ref)
-                    )
-                )
-                totals["viamedis"] += chunk.viamedis_rows
-                totals["almerys"] += chunk.almerys_rows
-                totals["people"] += chunk.people
-                totals["both"] += chunk.people_in_both
-                totals["bad"] += chunk.bad_rows
-                totals["members"] += len(chunk.members)
-                totals["in_breach"] += chunk.members_in_breach
+                # Refs are numbered here, in file order, across chunks.
+                members.write(_with_refs(chunk.members, totals.members, ";"))
+                expected.write(_with_refs(chunk.expected, totals.members, ","))
+                totals.add(chunk)
                 if bar is not None:
                     bar.update(chunk.viamedis_rows + chunk.almerys_rows)
         for name, part in parts.items():
             part.replace(out / name)
         (out / "sources.toml").write_text(_SOURCES_TOML, encoding="utf-8")
-    finally:
-        if bar is not None:
-            bar.close()
-        for part in parts.values():
-            part.unlink(missing_ok=True)
 
     return SynthSummary(
         out=out,
-        viamedis_rows=totals["viamedis"],
-        almerys_rows=totals["almerys"],
-        people=totals["people"],
-        people_in_both=totals["both"],
-        bad_rows=totals["bad"],
-        members=totals["members"],
-        members_in_breach=totals["in_breach"],
+        viamedis_rows=totals.viamedis_rows,
+        almerys_rows=totals.almerys_rows,
+        people=totals.people,
+        people_in_both=totals.people_in_both,
+        bad_rows=totals.bad_rows,
+        members=totals.members,
+        members_in_breach=totals.members_in_breach,
         seconds=time.perf_counter() - began,
     )
-
