@@ -17,7 +17,7 @@ from .metrics import route_label
 from .settings import Network
 from .state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
-__all__ = ["admit", "authenticate", "client_address", "spend"]
+__all__ = ["admit", "authenticate", "came_over_tls", "client_address", "spend"]
 
 
 def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
@@ -32,6 +32,16 @@ def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
         if not _is_trusted(hop, trusted):
             return hop if _is_ip(hop) else peer
     return hops[0] if hops and _is_ip(hops[0]) else peer
+
+
+def came_over_tls(request: web.Request) -> bool:
+    """TLS to us, or TLS to a trusted proxy that says so in X-Forwarded-Proto."""
+    if request.secure:
+        return True
+    trusted = request.app[SETTINGS].trusted_proxies
+    if not trusted or not _is_trusted(request.remote or "", trusted):
+        return False
+    return request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https"
 
 
 def _is_ip(text: str) -> bool:

@@ -33,7 +33,7 @@ from indexer.identity import IdentityError
 from indexer.lookup import Verdict
 from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
 
-from .access import spend
+from .access import came_over_tls, spend
 from .errors import ApiError, Forbidden, RateLimited
 from .middleware import HTML_ERROR_RENDERER
 from .state import INDEX, METRICS
@@ -252,7 +252,8 @@ class FormPages:
 
 
 def _set_token_cookie(request: web.Request, response: web.Response, token: str) -> None:
-    # A session cookie: gone when the browser closes. `Secure` whenever the request
-    # came over TLS; plain HTTP only happens on localhost or behind the proxy.
+    # A session cookie: gone when the browser closes. `Secure` whenever the browser
+    # talks TLS, to us or to a trusted proxy (X-Forwarded-Proto); plain HTTP only
+    # happens on localhost.
     response.set_cookie(CSRF_COOKIE, token, path="/", httponly=True, samesite="Strict",
-                        secure=request.secure or None)
+                        secure=came_over_tls(request) or None)

@@ -54,12 +54,15 @@ class RateLimiter:
         now = self._clock()
         tokens, stamp = self._buckets.pop(key, (capacity, now))
         tokens = min(capacity, tokens + (now - stamp) * rate)
-        if tokens >= cost:
+        # A cost larger than the bucket can ever hold is let through when the bucket is
+        # full and charged in full: the bucket goes into debt, and the debt is repaid at
+        # the refill rate before anything else passes. Nothing is ever free.
+        need = min(cost, capacity)
+        if tokens >= need:
             self._store(key, tokens - cost, now)
             return 0.0
         self._store(key, tokens, now)
-        # A cost larger than the bucket can ever hold is paced at the refill rate.
-        return (min(cost, capacity) - tokens) / rate
+        return (need - tokens) / rate
 
     def wait_for(
         self, key: str, cost: float = 1.0, *, rate_per_minute: float | None = None,
@@ -72,7 +75,8 @@ class RateLimiter:
         capacity = self.burst if burst is None else float(burst)
         tokens, stamp = self._buckets.get(key, (capacity, self._clock()))
         tokens = min(capacity, tokens + (self._clock() - stamp) * rate)
-        return 0.0 if tokens >= cost else (min(cost, capacity) - tokens) / rate
+        need = min(cost, capacity)
+        return 0.0 if tokens >= need else (need - tokens) / rate
 
     def _store(self, key: str, tokens: float, now: float) -> None:
         self._buckets[key] = (tokens, now)

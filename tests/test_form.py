@@ -246,6 +246,24 @@ async def test_csrf_cookie_is_strict_httponly_and_matches_the_field(client: Any)
     assert Page(await again.text()).one("input", name=CSRF_FIELD)["value"] == token
 
 
+@pytest.mark.parametrize(("trusted", "proto", "secure"), [
+    ((), "https", False),  # a forged X-Forwarded-Proto from anyone is ignored
+    (("127.0.0.0/8",), "https", True),  # TLS ended at our trusted proxy
+    (("127.0.0.0/8",), "http", False),
+])
+async def test_csrf_cookie_is_secure_behind_a_trusted_tls_proxy(
+    aiohttp_client: Any, make_settings: Callable[..., Any], trusted: tuple[str, ...],
+    proto: str, secure: bool,
+) -> None:
+    import ipaddress
+
+    settings = make_settings(
+        trusted_proxies=tuple(ipaddress.ip_network(cidr) for cidr in trusted))
+    client = await aiohttp_client(create_app(settings))
+    response = await client.get("/", headers={"X-Forwarded-Proto": proto})
+    assert bool(response.cookies[CSRF_COOKIE]["secure"]) is secure
+
+
 async def test_tokens_differ_between_browsers(client: Any) -> None:
     first = await form_token(client)
     client.session.cookie_jar.clear()

