@@ -5,6 +5,13 @@ Server-rendered with aiohttp-jinja2 (autoescaped), French by default, English wi
 (`service/i18n/<lang>.toml`); templates hold structure only. No JavaScript is needed
 and nothing is loaded from anywhere but this service.
 
+Where the service offers private lookups (DESIGN §7), the form page also loads two
+scripts of its own, `static/vendor/noble-oprf.js` and `static/private.js`: progressive
+enhancement that offers a private check, normalised, blinded and looked up in the
+browser so that the service never sees the identifiers. Without JavaScript the form is
+exactly the ordinary one. The texts those scripts need come from the same catalogue,
+as a JSON `data-texts` attribute (no inline script: the CSP forbids it).
+
 What it must never do: put an identifier in a URL, a log, a cookie or an answer
 page. The typed values go back into the form only when the form is shown again so
 that the person can fix an error; every page is `Cache-Control: no-store`.
@@ -27,6 +34,7 @@ from typing import Any, Final, cast
 
 import aiohttp_jinja2
 import jinja2
+import orjson
 from aiohttp import web
 
 from indexer.identity import IdentityError
@@ -36,6 +44,7 @@ from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
 from .access import came_over_tls, spend
 from .errors import ApiError, Forbidden, RateLimited
 from .middleware import HTML_ERROR_RENDERER
+from .private import PRIVATE
 from .state import INDEX, METRICS
 
 __all__ = [
@@ -55,6 +64,8 @@ CSRF_FIELD: Final = "csrf_token"
 _TOKEN_SHAPE: Final = re.compile(r"[A-Za-z0-9_-]{43}")
 # The order the fields appear in the form, hence in the error summary.
 FORM_FIELDS: Final = ("birth_date", "nir", "last_name", "first_name")
+# Loaded in this order (both `defer`): the crypto library, then the page's script.
+PRIVATE_SCRIPTS: Final = ("vendor/noble-oprf.js", "private.js")
 
 Catalogue = dict[str, Any]
 
@@ -82,6 +93,8 @@ def setup(app: web.Application) -> None:
         load_catalogues(),
         stylesheet=str(static.url_for(filename="form.css", append_version=True)),
         icon=str(static.url_for(filename="icon.svg", append_version=True)),
+        scripts=[str(static.url_for(filename=name, append_version=True))
+                 for name in PRIVATE_SCRIPTS],
     )
     # One resource, one name: the error middleware renders errors of the routes
     # named "form" with `pages.render_error` instead of problem+json.
@@ -130,6 +143,35 @@ def _check_csrf(request: web.Request, form: Mapping[str, object]) -> str:
     return cookie
 
 
+def _private_urls(request: web.Request) -> dict[str, str] | None:
+    """The private routes, when this service offers private lookups; else None.
+
+    Enabled means an OPRF key is configured; whether the index being served has a
+    private part is for private.js to ask (`GET /v1/private/params`), since it can
+    change with each published generation.
+    """
+    lookups = request.app.get(PRIVATE)
+    if lookups is None or not lookups.enabled:
+        return None
+    routes = request.app.router.named_resources()
+    return {"params": str(routes["private_params"].url_for()),
+            "evaluate": str(routes["private_evaluate"].url_for())}
+
+
+def _script_texts(catalogue: Catalogue) -> str:
+    """What private.js says, from the catalogue: field errors as the server words them."""
+    return orjson.dumps({
+        "errors": catalogue["errors"],
+        "error_summary_title": catalogue["form"]["error_summary_title"],
+        "error_prefix": catalogue["form"]["error_prefix"],
+        "error_title_prefix": catalogue["site"]["error_title_prefix"],
+        "site_name": catalogue["site"]["name"],
+        "working": catalogue["private"]["working"],
+        "retry_one": catalogue["http"]["429"]["retry_one"],
+        "retry_many": catalogue["http"]["429"]["retry_many"],
+    }).decode()
+
+
 def _format_date(iso: str, catalogue: Catalogue) -> str:
     """`2024-01-29` in words: "29 janvier 2024", "29 January 2024"."""
     try:
@@ -147,10 +189,13 @@ class FormPages:
     """The handlers of `/` and the HTML error page, over the loaded catalogues."""
 
     def __init__(self, catalogues: Mapping[str, Catalogue], *, stylesheet: str,
-                 icon: str) -> None:
+                 icon: str, scripts: Sequence[str] = ()) -> None:
         self.catalogues = catalogues
         self.stylesheet = stylesheet
         self.icon = icon
+        self.scripts = list(scripts)
+        self.script_texts = {lang: _script_texts(catalogue)
+                             for lang, catalogue in catalogues.items()}
 
     async def show(self, request: web.Request) -> web.Response:
         token = _cookie_token(request)
@@ -211,11 +256,16 @@ class FormPages:
         # Only text goes back into the form (a multipart upload is not a value).
         values = {name: value if isinstance(value, str) else ""
                   for name, value in (submitted or {}).items()}
+        private_urls = _private_urls(request)
         return self._page(
             request, "form.html", lang, status=status, token=token,
             values={name: values.get(name, "") for name in FORM_FIELDS},
             errors=messages,
             error_order=[name for name in FORM_FIELDS if name in messages],
+            # No private lookups, no scripts: nothing to enhance.
+            scripts=self.scripts if private_urls else [],
+            private_urls=private_urls,
+            private_texts=self.script_texts[lang],
         )
 
     def _answer(self, request: web.Request, lang: str, verdict: Verdict,
