@@ -40,6 +40,8 @@ U64 = npt.NDArray[np.uint64]
 
 
 def _offsets(fingerprint: int, num_slices: int, bits_per_slice: int) -> Iterator[int]:
+    # int(): a numpy uint64 would wrap (and warn) in the multiplication below.
+    fingerprint = int(fingerprint)
     h1 = fingerprint & 0xFFFFFFFF
     h2 = (((fingerprint >> 32) * _GOLDEN) & _MASK64) >> 32 | 1
     for i in range(num_slices):
@@ -78,11 +80,24 @@ class FingerprintBloom(BloomFilter):  # type: ignore[misc]
         bloom.count = len(fingerprints)
         return bloom
 
+    def copy(self) -> FingerprintBloom:
+        # pybloom-live's copy (and so union and intersection) builds a plain
+        # BloomFilter, whose SHA-based hashes would test other bits than ours.
+        twin: FingerprintBloom = type(self)(self.capacity, self.error_rate)
+        twin.bitarray = self.bitarray.copy()
+        twin.count = self.count
+        return twin
+
     def write(self, stream: BinaryIO) -> None:
         self.tofile(stream)
 
-    def __getstate__(self) -> dict[str, Any]:  # pragma: no cover - pickling not used
-        return dict(super().__getstate__())
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # pybloom-live's __setstate__ would put its own SHA-based hashes back: a copy
+        # of this filter (pickle, copy.deepcopy) would then test the wrong bits.
+        self.__dict__.update(state)
+        self._setup(
+            self.error_rate, self.num_slices, self.bits_per_slice, self.capacity, self.count
+        )
 
 
 def bloom_positions(fingerprints: U64, num_slices: int, bits_per_slice: int) -> U64:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .build import DEFAULT_ERROR_RATE, DEFAULT_SHARDS, BuildOptions, build_index
+from .build import DEFAULT_ERROR_RATE, DEFAULT_SHARDS, BuildLocked, BuildOptions, build_index
 from .dumps import DumpError
 from .fingerprint import PEPPER_ENV, PepperError, load_pepper, resolve_pepper_file
 from .generation import IndexNotFound, current_generation
@@ -88,9 +88,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PepperError as exc:
         print(f"exposure-index: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except (SourcesError, DumpError, IndexNotFound, ManifestError, ValueError) as exc:
+    except (SourcesError, DumpError, IndexNotFound, ManifestError, BuildLocked) as exc:
         print(f"exposure-index: {exc}", file=sys.stderr)
-        return EXIT_USAGE if isinstance(exc, ValueError) else EXIT_FAULT
+        return EXIT_FAULT
+    except ValueError as exc:
+        print(f"exposure-index: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        # A file or directory that cannot be read or written: its path and the reason,
+        # never file content.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"exposure-index: {where}{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAULT
     except KeyboardInterrupt:
         print("exposure-index: interrupted; the current generation is unchanged", file=sys.stderr)
         return 130
@@ -124,6 +133,8 @@ def _build(args: argparse.Namespace) -> int:
           f"({report.seconds:.1f} s, {totals['rows'] / max(report.seconds, 1e-9):,.0f} rows/s)")
     _print_sources(manifest)
     print(f"fingerprints: {totals['fingerprints']:,}  key id: {manifest['key_id']}")
+    print("timings: " + ", ".join(f"{phase} {seconds:.1f} s"
+                                  for phase, seconds in report.phases.items()))
     return 0
 
 

@@ -1,11 +1,12 @@
 """The on-disk layout of an index and its atomic publication.
 
     INDEX_DIR/
-      current -> gen-20261130T101500Z-3f2a1c     relative symbolic link
-      gen-20261130T101500Z-3f2a1c/
-        manifest.json                             sources, counts, key id, checksums
+      current -> gen-20261130T101500.250371Z-3f2a1c   relative symbolic link
+      gen-20261130T101500.250371Z-3f2a1c/
+        manifest.json                                   sources, counts, key id, checksums
         shards/NNN.bloom  NNN.fp  NNN.meta
-      gen-...partial/                             a build in progress (or killed)
+      gen-...partial/                                   a build in progress (or killed)
+      .build.lock                                       held by the running build
 
 A build writes `gen-<time>-<rand>.partial/`, fsyncs it, renames it without the
 suffix, then points `current` at it by renaming a fresh link over the old one:
@@ -38,6 +39,7 @@ CURRENT: Final = "current"
 PARTIAL_SUFFIX: Final = ".partial"
 MANIFEST: Final = "manifest.json"
 SHARD_KINDS: Final = ("bloom", "fp", "meta")
+_TMP_LINK_PREFIX: Final = f".{CURRENT}-"
 
 
 class IndexNotFound(Exception):
@@ -64,17 +66,24 @@ def current_generation(index_dir: Path) -> Path:
 
 
 def remove_partials(index_dir: Path) -> int:
-    """Remove half-written generations left by interrupted builds; how many."""
+    """Remove what interrupted builds left: half-written generations and the new
+    `current` link a build was about to rename over the old one; how many."""
     removed = 0
     if index_dir.is_dir():
         for path in index_dir.glob(f"gen-*{PARTIAL_SUFFIX}"):
             shutil.rmtree(path, ignore_errors=True)
             removed += 1
+        for link in index_dir.glob(f"{_TMP_LINK_PREFIX}*"):
+            if link.is_symlink():
+                link.unlink(missing_ok=True)
+                removed += 1
     return removed
 
 
 def new_partial_generation(index_dir: Path, now: dt.datetime | None = None) -> Path:
-    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    # Microseconds: names sort in build order, which pruning relies on, even for
+    # builds a second apart (builds into one directory never overlap: see build.py).
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%S.%fZ")
     path = index_dir / f"gen-{stamp}-{secrets.token_hex(3)}{PARTIAL_SUFFIX}"
     (path / "shards").mkdir(parents=True)
     return path
@@ -102,20 +111,28 @@ def publish(partial: Path, keep: int = 3) -> Path:
             _fsync_dir(path)
     final = partial.with_name(partial.name.removesuffix(PARTIAL_SUFFIX))
     os.rename(partial, final)
-    tmp_link = index_dir / f".{CURRENT}-{secrets.token_hex(4)}"
-    os.symlink(final.name, tmp_link)
-    os.replace(tmp_link, index_dir / CURRENT)
+    tmp_link = index_dir / f"{_TMP_LINK_PREFIX}{secrets.token_hex(4)}"
+    try:
+        os.symlink(final.name, tmp_link)
+        os.replace(tmp_link, index_dir / CURRENT)
+    except BaseException:
+        # Never leave a complete generation that nothing points at, nor a stray link.
+        tmp_link.unlink(missing_ok=True)
+        shutil.rmtree(final, ignore_errors=True)
+        raise
     _fsync_dir(index_dir)
     _prune(index_dir, final, keep)
     return final
 
 
 def _prune(index_dir: Path, current: Path, keep: int) -> None:
-    # Keep a few older generations for rollback (re-point `current` at one by hand).
-    generations = sorted(
-        (p for p in index_dir.glob("gen-*") if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX)),
-        key=lambda p: p.name,
+    """Keep `current` and the `keep - 1` generations published just before it.
+
+    The older ones stay for rollback (point `current` at one by hand).
+    """
+    others = sorted(
+        p for p in index_dir.glob("gen-*")
+        if p.is_dir() and not p.name.endswith(PARTIAL_SUFFIX) and p != current
     )
-    for old in generations[: max(0, len(generations) - keep)]:
-        if old != current:
-            shutil.rmtree(old, ignore_errors=True)
+    for old in others[: max(0, len(others) - max(keep - 1, 0))]:
+        shutil.rmtree(old, ignore_errors=True)

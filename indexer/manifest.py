@@ -4,6 +4,10 @@ The manifest is the offline-computed summary that the service loads: format
 version, key id of the pepper, sources with their counts and bad-row counts (counts
 only, never content), shard layout, Bloom parameters and an xxh3-64 checksum of every
 file. xxhash is fine here: a checksum detects corruption, it is not a secret.
+
+The manifest also checksums itself (`manifest_xxh3_64`, over its own bytes with that
+value zeroed): otherwise a flipped digit in a count or a checksum would still parse
+as valid JSON and go unnoticed. Every byte of the file is covered, whitespace too.
 """
 
 from __future__ import annotations
@@ -23,15 +27,19 @@ from .shards import shard_of
 
 __all__ = [
     "FORMAT",
+    "SELF_CHECKSUM",
     "ManifestError",
     "checksum_file",
     "load_manifest",
+    "manifest_bytes",
     "verify_generation",
     "write_manifest",
 ]
 
 FORMAT: Final = "exposure-index/1"
+SELF_CHECKSUM: Final = "manifest_xxh3_64"
 _READ_CHUNK: Final = 8 << 20
+_ZEROS: Final = "0" * 16
 
 
 class ManifestError(Exception):
@@ -50,37 +58,67 @@ def checksum_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def _self_field(digest: str) -> bytes:
+    # Top-level keys sit at two spaces of indentation after a newline; a string value
+    # cannot hold a raw newline, so this is found only where the field itself is.
+    return f'\n  "{SELF_CHECKSUM}": "{digest}"'.encode()
+
+
+def manifest_bytes(manifest: dict[str, Any]) -> bytes:
+    """The manifest as written: indented JSON, sorted keys, checksummed."""
+    body = {key: value for key, value in manifest.items() if key != SELF_CHECKSUM}
+    body[SELF_CHECKSUM] = _ZEROS
+    raw = orjson.dumps(body, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS)
+    return raw.replace(_self_field(_ZEROS), _self_field(checksum_bytes(raw)), 1)
+
+
 def write_manifest(generation: Path, manifest: dict[str, Any]) -> None:
     tmp = generation / (MANIFEST + ".tmp")
-    tmp.write_bytes(orjson.dumps(manifest, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS))
+    tmp.write_bytes(manifest_bytes(manifest))
     os.replace(tmp, generation / MANIFEST)
 
 
-_REQUIRED: Final = ("format", "key_id", "generation", "sources", "shards", "files", "bloom")
+_REQUIRED: Final = (
+    "format", "key_id", "generation", "sources", "shards", "files", "bloom", SELF_CHECKSUM,
+)
 
 
 def load_manifest(generation: Path) -> dict[str, Any]:
+    """The manifest of `generation`, checked against its own checksum and shape."""
     path = generation / MANIFEST
     try:
-        manifest = orjson.loads(path.read_bytes())
+        raw = path.read_bytes()
     except OSError as exc:
         raise ManifestError(f"cannot read {path}: {exc.strerror}") from exc
+    try:
+        manifest = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise ManifestError(f"{path} is not valid JSON (corrupted?): rebuild the index") from exc
     if not isinstance(manifest, dict):
         raise ManifestError(f"{path} is not a JSON object")
     missing = [key for key in _REQUIRED if key not in manifest]
     if missing:
-        raise ManifestError(f"{path} lacks {', '.join(missing)}")
+        raise ManifestError(f"{path} lacks {', '.join(missing)} (corrupted?)")
     if manifest["format"] != FORMAT:
         raise ManifestError(
             f"{path} is of format {manifest['format']!r}; this version reads {FORMAT!r}"
         )
+    if not _self_checksum_ok(raw, manifest[SELF_CHECKSUM]):
+        raise ManifestError(f"{path}: checksum mismatch (corrupted): rebuild the index")
     try:
         _check_shapes(manifest)
     except (KeyError, TypeError, ValueError) as exc:
         raise ManifestError(f"{path} is malformed: {exc}") from exc
     return manifest
+
+
+def _self_checksum_ok(raw: bytes, recorded: object) -> bool:
+    if not isinstance(recorded, str) or len(recorded) != len(_ZEROS):
+        return False
+    field = _self_field(recorded)
+    if raw.count(field) != 1:
+        return False
+    return checksum_bytes(raw.replace(field, _self_field(_ZEROS))) == recorded
 
 
 def _check_shapes(manifest: dict[str, Any]) -> None:
@@ -119,6 +157,13 @@ def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
     listed = set(manifest["files"])
     if listed != expected:
         faults.append("the manifest does not list exactly the shard files of its layout")
+    present = {
+        path.relative_to(generation).as_posix()
+        for path in generation.rglob("*") if not path.is_dir()
+    }
+    for name in sorted(present - listed - _section_files(manifest) - {MANIFEST}):
+        # A leftover spill file or anything else that is not part of the generation.
+        faults.append(f"{name}: not part of the generation")
     for name in sorted(listed & expected):
         faults.extend(_verify_file(generation, name, manifest["files"][name]))
     if faults:
@@ -127,6 +172,16 @@ def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
     for shard in range(manifest["shards"]["count"]):
         faults.extend(_verify_shard(generation, manifest, shard, n_sources, deep))
     return faults
+
+
+def _section_files(manifest: dict[str, Any]) -> set[str]:
+    """Files that an optional section lists and verifies itself (the `private` part of
+    DESIGN §7 lists `private/*` in `manifest["private"]["files"]`)."""
+    names: set[str] = set()
+    for section in manifest.values():
+        if isinstance(section, dict) and isinstance(section.get("files"), dict):
+            names.update(name for name in section["files"] if isinstance(name, str))
+    return names
 
 
 def _verify_file(generation: Path, name: str, entry: dict[str, Any]) -> Iterable[str]:
