@@ -41,7 +41,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
-from typing import IO, Any, Final, NamedTuple, TypeVar
+from typing import IO, TYPE_CHECKING, Any, Final, NamedTuple, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -55,6 +55,9 @@ from .manifest import FORMAT, checksum_bytes, write_manifest
 from .records import DATA_CLASSES, record_keys
 from .shards import shard_of
 from .sources import Source, load_sources
+
+if TYPE_CHECKING:  # the OPRF stack (rbcl loads libsodium) only when --private is used
+    from .private import PrivateBuild
 
 __all__ = ["BuildLocked", "BuildOptions", "BuildReport", "build_index"]
 
@@ -73,6 +76,7 @@ class BuildOptions:
     block_size: int = 4 << 20
     progress: bool = False
     keep_generations: int = 3
+    private: PrivateBuild | None = None  # also build the private part (DESIGN §7)
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -357,7 +361,7 @@ def build_index(
         generation = new_partial_generation(index_dir)
         try:
             final, manifest, phases = _build_generation(
-                generation, sources, layouts, pepper, fingerprinter, options
+                generation, sources_toml, sources, layouts, pepper, fingerprinter, options
             )
         except BaseException:
             shutil.rmtree(generation, ignore_errors=True)
@@ -366,8 +370,9 @@ def build_index(
 
 
 def _build_generation(
-    generation: Path, sources: Sequence[Source], layouts: Sequence[DumpLayout], pepper: bytes,
-    fingerprinter: Fingerprinter, options: BuildOptions,
+    generation: Path, sources_toml: Path, sources: Sequence[Source],
+    layouts: Sequence[DumpLayout], pepper: bytes, fingerprinter: Fingerprinter,
+    options: BuildOptions,
 ) -> tuple[Path, dict[str, Any], dict[str, float]]:
     phases: dict[str, float] = {}
     clock = time.monotonic()
@@ -402,6 +407,17 @@ def _build_generation(
         phases["shards"], clock = time.monotonic() - clock, time.monotonic()
     (generation / "spill").rmdir()
     manifest = _manifest(generation, sources, counts, shard_results, fingerprinter, options)
+    if options.private is not None:
+        # Inside the same partial generation, so the index and its private part are
+        # published together or not at all.
+        from .private import build_private
+
+        manifest["private"] = build_private(
+            sources_toml, generation, options.private.oprf_key,
+            bucket_bits=options.private.bucket_bits, output_bytes=options.private.output_bytes,
+            workers=workers, progress=options.progress, block_size=options.block_size,
+        )
+        phases["private"], clock = time.monotonic() - clock, time.monotonic()
     write_manifest(generation, manifest)
     final = publish(generation, keep=options.keep_generations)
     manifest["generation"] = final.name

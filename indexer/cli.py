@@ -56,6 +56,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="worker processes (default: one per core)")
     build.add_argument("--bloom-error-rate", type=float, default=DEFAULT_ERROR_RATE, metavar="P",
                        help=f"Bloom filter false-positive rate (default {DEFAULT_ERROR_RATE})")
+    build.add_argument("--private", action="store_true",
+                       help="also build the private-lookup part (DESIGN §7): about 3,000 "
+                       "records/s per core, so hours for 33 million records")
+    build.add_argument("--oprf-key-file", type=Path, metavar="F",
+                       help="OPRF key for --private: 32 bytes or 64 hex "
+                       "(default: $EXPOSURE_OPRF_KEY_FILE)")
+    build.add_argument("--private-bucket-bits", type=int, metavar="B",
+                       help="bucket bits of the private part (default: chosen from the key count)")
     build.add_argument("--pepper-file", type=Path, metavar="F",
                        help=f"file of >= 32 secret random bytes (default: ${PEPPER_ENV})")
 
@@ -122,9 +130,16 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     pepper = load_pepper(resolve_pepper_file(args.pepper_file))
+    private = None
+    if args.private:
+        from .private import PrivateBuild, load_oprf_key, resolve_oprf_key_file
+
+        # A bad OPRF key must fail now, not after the hours of work it would key.
+        key = load_oprf_key(resolve_oprf_key_file(args.oprf_key_file))
+        private = PrivateBuild(key, args.private_bucket_bits)
     options = BuildOptions(
         shards=args.shards, workers=args.workers, bloom_error_rate=args.bloom_error_rate,
-        progress=sys.stderr.isatty(),
+        progress=sys.stderr.isatty(), private=private,
     )
     report = build_index(args.sources, args.out, pepper, options)
     manifest = report.manifest
@@ -183,7 +198,9 @@ def _info(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     generation = current_generation(args.index)
-    faults = verify_generation(generation, deep=True)
+    from .private import verify_private
+
+    faults = verify_generation(generation, deep=True) + verify_private(generation)
     if faults:
         for fault in faults:
             print(f"FAULT {fault}", file=sys.stderr)

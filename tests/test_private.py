@@ -35,6 +35,7 @@ from indexer.private import (
     OFFSETS_FILE,
     OPRF_KEY_ENV,
     OprfKeyError,
+    PrivateBuild,
     PrivateIndex,
     PrivateIndexError,
     build_private,
@@ -72,7 +73,7 @@ def write_key_file(path: Path, content: bytes) -> Path:
 
 
 def attach_private(generation: Path, section: dict[str, Any]) -> None:
-    """What `build --private` does before publishing: the section goes into the manifest."""
+    """Put a rebuilt private section into a copied generation's manifest."""
     manifest = load_manifest(generation)
     manifest["private"] = section
     write_manifest(generation, manifest)
@@ -82,14 +83,15 @@ def attach_private(generation: Path, section: dict[str, Any]) -> None:
 def private_breach(breach: Breach, tmp_path_factory: pytest.TempPathFactory) -> PrivateBreach:
     root = tmp_path_factory.mktemp("private")
     index_dir = root / "index"
-    build_index(breach.sources_toml, index_dir, breach.pepper_file.read_bytes(),
-                BuildOptions(shards=4, workers=1))
-    generation = current_generation(index_dir)
     key = oprf.generate_private_key()
     key_file = write_key_file(root / "oprf.key", key.hex().encode() + b"\n")
-    section = build_private(breach.sources_toml, generation, key, bucket_bits=None,
-                            output_bytes=8, workers=1)
-    attach_private(generation, section)
+    # The real `build --private` path: the private part is built inside the partial
+    # generation and published with it.
+    report = build_index(breach.sources_toml, index_dir, breach.pepper_file.read_bytes(),
+                         BuildOptions(shards=4, workers=1, private=PrivateBuild(key)))
+    generation = current_generation(index_dir)
+    assert generation == report.generation
+    section = load_manifest(generation)["private"]
     return PrivateBreach(index_dir, generation, key_file, key, section)
 
 
@@ -563,3 +565,37 @@ def test_openapi_paths_merge_into_a_valid_document() -> None:
     validate(document)
     evaluate = private.PRIVATE_OPENAPI_PATHS["/v1/private/evaluate"]["post"]
     assert set(evaluate["responses"]) >= {"200", "422", "429", "503"}
+
+
+def test_cli_build_private_publishes_and_verifies(breach: Breach, tmp_path: Path) -> None:
+    """`exposure-index build --private`: the private part is published with the index."""
+    import subprocess
+    import sys
+
+    key_file = write_key_file(tmp_path / "oprf.key", oprf.generate_private_key())
+    env = {k: v for k, v in os.environ.items() if k != OPRF_KEY_ENV}
+    index_dir = tmp_path / "index"
+    base = [sys.executable, "-m", "indexer.cli"]
+    common = ["build", str(breach.sources_toml), "--out", str(index_dir),
+              "--pepper-file", str(breach.pepper_file), "--shards", "2", "--workers", "1"]
+    missing = subprocess.run([*base, *common, "--private"], capture_output=True, text=True,
+                             env=env, timeout=120)
+    assert missing.returncode == 2 and OPRF_KEY_ENV in missing.stderr
+    assert not (index_dir / "current").exists()  # refused before any work
+    built = subprocess.run([*base, *common, "--private", "--oprf-key-file", str(key_file)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert built.returncode == 0, built.stderr
+    generation = current_generation(index_dir)
+    assert (generation / ENTRIES_FILE).is_file()
+    assert load_manifest(generation)["private"]["key_id"] == oprf.key_id(
+        load_oprf_key(key_file))
+    verified = subprocess.run([*base, "verify", str(index_dir)], capture_output=True,
+                              text=True, timeout=120)
+    assert verified.returncode == 0, verified.stderr
+    entries = generation / ENTRIES_FILE
+    data = bytearray(entries.read_bytes())
+    data[0] ^= 0x01
+    entries.write_bytes(bytes(data))
+    corrupt = subprocess.run([*base, "verify", str(index_dir)], capture_output=True,
+                             text=True, timeout=120)
+    assert corrupt.returncode == 1 and "private" in corrupt.stderr
