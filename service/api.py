@@ -14,15 +14,16 @@ import orjson
 from aiohttp import web
 
 from indexer.matchkeys import parse_query
+from indexer.reader import IndexReader
 from indexer.records import DATA_CLASSES
 
 from .access import admit
 from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from .metrics import CONTENT_TYPE_LATEST
 from .openapi import openapi_document
-from .state import INDEX, METRICS
+from .state import INDEX, INFLIGHT, METRICS
 
-__all__ = ["json_response", "routes"]
+__all__ = ["json_response", "routes", "sources_document"]
 
 NO_STORE: Final = {"Cache-Control": "no-store"}
 routes = web.RouteTableDef()
@@ -70,22 +71,44 @@ async def check(request: web.Request) -> web.Response:
 
 @routes.get("/v1/sources", name="sources")
 async def sources(request: web.Request) -> web.Response:
-    reader = request.app[INDEX].checker.reader
-    manifest_sources = reader.manifest["sources"]
-    return json_response({
-        "generation": reader.generation,
-        "sources": [
-            {
-                "id": s["id"], "title": s["title"], "breach_date": s["breach_date"],
-                "description": s.get("description", ""),
-                # In the fixed vocabulary order (the manifest's keys are sorted by name).
-                "data_classes": [c for c in DATA_CLASSES if s.get("classes", {}).get(c)],
-                "class_counts": s.get("classes", {}),
-                "rows": s.get("rows", 0), "records_indexed": s.get("records_indexed", 0),
-            }
-            for s in manifest_sources
-        ],
-    }, cache=True)
+    return json_response(request.app[INDEX].sources, cache=True)
+
+
+def sources_document(reader: IndexReader) -> dict[str, Any]:
+    """The answer of `GET /v1/sources` for a generation.
+
+    Computed once, when the generation is opened (service.index_holder): a manifest
+    whose sources are not of the expected shape is refused then (ValueError), rather
+    than answering 500 here or something the OpenAPI document does not promise.
+    """
+    return {"generation": _text(reader.generation),
+            "sources": [_source(entry) for entry in reader.manifest["sources"]]}
+
+
+def _source(entry: dict[str, Any]) -> dict[str, Any]:
+    counts = {str(name): _count(value) for name, value in entry.get("classes", {}).items()}
+    return {
+        "id": _text(entry["id"]), "title": _text(entry["title"]),
+        "breach_date": _text(entry["breach_date"]),
+        "description": _text(entry.get("description", "")),
+        # In the fixed vocabulary order (the manifest's keys are sorted by name).
+        "data_classes": [c for c in DATA_CLASSES if counts.get(c)],
+        "class_counts": counts,
+        "rows": _count(entry.get("rows", 0)),
+        "records_indexed": _count(entry.get("records_indexed", 0)),
+    }
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a source field of the manifest is not a string")
+    return value
+
+
+def _count(value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError("a source count of the manifest is not a count")
+    return value
 
 
 @routes.get("/healthz", name="healthz")
@@ -98,6 +121,9 @@ async def healthz(request: web.Request) -> web.Response:
 @routes.get("/readyz", name="readyz")
 async def readyz(request: web.Request) -> web.Response:
     holder = request.app[INDEX]
+    if request.app[INFLIGHT].draining:
+        # Stopping: finishing what is in flight, taking nothing new.
+        return json_response({"status": "not_ready", "detail": "shutting down"}, status=503)
     if not holder.ready:
         return json_response({"status": "not_ready", "detail": holder.last_error}, status=503)
     reader = holder.checker.reader

@@ -19,11 +19,12 @@ from indexer.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
 from . import api, batch, form, private
 from .apikeys import KeyStore
 from .index_holder import IndexHolder
+from .inflight import InFlight
 from .metrics import Metrics
 from .middleware import middleware, on_prepare
 from .ratelimit import RateLimiter
 from .settings import Settings
-from .state import ANON_LIMITER, INDEX, KEY_LIMITER, KEYS, METRICS, SETTINGS
+from .state import ANON_LIMITER, INDEX, INFLIGHT, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
 __all__ = ["create_app"]
 
@@ -33,7 +34,8 @@ log = logging.getLogger("exposure.app")
 async def _index_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     pepper = load_pepper(resolve_pepper_file(settings.pepper_file))
-    holder = IndexHolder(settings.index_dir, Fingerprinter(pepper), app[METRICS])
+    holder = IndexHolder(settings.index_dir, Fingerprinter(pepper), app[METRICS],
+                         describe=api.sources_document)
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(None, holder.load_initial)
     app[INDEX] = holder
@@ -66,6 +68,7 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[middleware], client_max_size=settings.max_check_bytes)
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
+    app[INFLIGHT] = InFlight()
     app[ANON_LIMITER] = RateLimiter(settings.anon_rate, settings.anon_burst)
     app[KEY_LIMITER] = RateLimiter(0, 0)  # per-key rates come with each key
     app.cleanup_ctx.append(_keys_ctx)

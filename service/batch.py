@@ -5,7 +5,9 @@ processed in chunks of `batch_chunk_lines` (one vectorised lookup per chunk), an
 answers are written out as each chunk is done: neither side is ever held whole. A
 line that cannot be used gets an error line; it never fails the batch. A line longer
 than any real record is skipped as it streams (never buffered) and answered with an
-error. Only the caller's `ref` is echoed.
+error. A body that stops arriving for `body_timeout` seconds ends the answer with an
+error line and the connection is closed: a stalled client holds nothing for long.
+Only the caller's `ref` is echoed.
 """
 
 from __future__ import annotations
@@ -27,7 +29,13 @@ from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
 
 from .access import authenticate
 from .apikeys import ApiKey
-from .errors import InvalidIdentifiers, PayloadTooLarge, RateLimited, UnsupportedMediaType
+from .errors import (
+    InvalidIdentifiers,
+    PayloadTooLarge,
+    RateLimited,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from .metrics import route_label
 from .state import INDEX, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
@@ -50,14 +58,30 @@ TOO_LONG: Final = _LineTooLong()
 Line = bytes | _LineTooLong
 
 
+async def _chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive; RequestTimeout when none come for `idle_timeout`."""
+    content = request.content
+    while True:
+        try:
+            async with asyncio.timeout(idle_timeout if idle_timeout > 0 else None):
+                chunk = await content.readany()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"No part of the body arrived for {idle_timeout:g} seconds."
+            ) from None
+        if not chunk:
+            return
+        yield chunk
+
+
 async def _lines(
-    request: web.Request, max_line: int, max_body: int
+    request: web.Request, max_line: int, max_body: int, idle_timeout: float = 0.0
 ) -> AsyncGenerator[list[Line], None]:
     """Batches of raw lines as the body streams in (a line ends at '\\n')."""
     pending = bytearray()
     skipping = False  # inside an over-long line: drop bytes until its end
     total = 0
-    async for chunk in request.content.iter_any():
+    async for chunk in _chunks(request, idle_timeout):
         total += len(chunk)
         if total > max_body:
             raise PayloadTooLarge(f"The body exceeds {max_body} bytes.")
@@ -197,7 +221,8 @@ async def batch(request: web.Request) -> web.StreamResponse:
         raise RateLimited(wait)
     request.app[INDEX].checker  # noqa: B018 - 503 now, not halfway through the answer
     parser = _Parser(content_type in CSV_TYPES)
-    body = _lines(request, settings.max_batch_line_bytes, settings.max_batch_bytes)
+    body = _lines(request, settings.max_batch_line_bytes, settings.max_batch_bytes,
+                  settings.body_timeout)
     async with contextlib.aclosing(body) as lines:
         # A CSV header that names no usable column would make every line an error: say
         # so once, as a 422, before the answer starts.
@@ -234,9 +259,18 @@ async def _stream(
             await answer(raw_lines)
     except PayloadTooLarge as exc:
         await response.write(_abort_line(counts, "body_too_large", exc.detail))
-    except (ConnectionResetError, asyncio.CancelledError):
+    except RequestTimeout as exc:
+        # The client stalled: say so, then close rather than wait for the rest.
+        response.force_close()
+        await response.write(_abort_line(counts, "body_timeout", exc.detail))
+    except asyncio.CancelledError:
         log.info("batch ended early", extra={"lines": counts["lines"]})
         raise
+    except ConnectionResetError:
+        # The client went away mid-answer: nothing more can be written, and nothing
+        # went wrong on our side (re-raising would make aiohttp log an error).
+        log.info("batch ended early", extra={"lines": counts["lines"]})
+        return response
     except Exception:
         # The answer has started: no problem document can replace it now. The
         # traceback names our code, never the line being processed.

@@ -3,18 +3,22 @@
     exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
                    [--keys-db PATH] [--anon-rate PER_MIN] [--anon-burst N]
                    [--max-batch-bytes N] [--trusted-proxy CIDR ...]
+                   [--keepalive-timeout SECONDS] [--body-timeout SECONDS]
     exposure-serve keys create NAME [--rate RECORDS_PER_MIN]
     exposure-serve keys list
     exposure-serve keys revoke ID
 
 With --workers N the parent binds the socket once and forks N workers that accept
 on it; they share the memory-mapped index through the page cache. The parent
-restarts a worker that dies and passes SIGTERM/SIGINT on for a graceful drain.
+restarts a worker that dies and passes SIGTERM/SIGINT on for a graceful drain: each
+worker stops accepting, lets its requests in flight finish (a bulk stream included,
+up to SHUTDOWN_TIMEOUT seconds), then stops.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import ipaddress
 import logging
 import os
@@ -42,10 +46,17 @@ from .apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
 from .app import create_app
 from .logs import configure_logging
 from .settings import Settings
+from .state import INFLIGHT
 
 KEYS_DB_ENV = "EXPOSURE_KEYS_DB"
 DEFAULT_KEYS_DB = Path("var/keys.sqlite")
-SHUTDOWN_TIMEOUT = 30.0
+SHUTDOWN_TIMEOUT = 30.0  # the longest a stop waits for requests in flight
+CLOSE_TIMEOUT = 5.0  # then, for aiohttp to close the connections left
+BACKLOG = 2048
+# After answering a request early (413, 408), aiohttp reads and drops what is left of
+# its body for this long, so that the client gets to read the answer; capped by the
+# body timeout, so that a stalled client is not held longer than that.
+LINGERING_SECONDS = 10.0
 log = logging.getLogger("exposure.serve")
 
 
@@ -73,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
                         help="largest bulk body in bytes (default 1 GiB)")
     parser.add_argument("--trusted-proxy", action="append", default=[], metavar="CIDR",
                         help="reverse proxy whose X-Forwarded-For is believed (repeatable)")
+    parser.add_argument("--keepalive-timeout", type=float, default=75.0, metavar="SECONDS",
+                        help="close an idle connection, or one that has not sent a complete "
+                        "request head, after SECONDS (default 75)")
+    parser.add_argument("--body-timeout", type=float, default=60.0, metavar="SECONDS",
+                        help="answer 408 and close when a body stalls: the whole body of a "
+                        "small request, or each wait for more of a bulk body (default 60)")
     parser.add_argument("--index-poll", type=float, default=2.0, metavar="SECONDS",
                         help="how often to look for a newly published generation (default 2)")
     parser.add_argument("--oprf-key-file", type=Path, metavar="F",
@@ -147,6 +164,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         raise ValueError("--anon-rate must be >= 0 and --anon-burst >= 1")
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
+    if args.keepalive_timeout <= 0 or args.body_timeout <= 0:
+        raise ValueError("--keepalive-timeout and --body-timeout must be positive")
     try:
         proxies = tuple(ipaddress.ip_network(cidr, strict=False) for cidr in args.trusted_proxy)
     except ValueError as exc:
@@ -155,6 +174,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         index_dir=args.index, pepper_file=args.pepper_file, keys_db=_keys_db(args),
         anon_rate=args.anon_rate, anon_burst=args.anon_burst, trusted_proxies=proxies,
         max_batch_bytes=args.max_batch_bytes, index_poll_seconds=args.index_poll,
+        keepalive_timeout=args.keepalive_timeout, body_timeout=args.body_timeout,
         oprf_key_file=args.oprf_key_file,
     )
 
@@ -180,7 +200,7 @@ def _serve(args: argparse.Namespace) -> int:
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
-    sock.listen(2048)
+    sock.listen(BACKLOG)
     sock.set_inheritable(True)
     print(f"exposure-serve: http://{args.host}:{sock.getsockname()[1]}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",
@@ -192,8 +212,43 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
-    web.run_app(create_app(settings), sock=sock, access_log=None, print=None,
-                shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=True)
+    asyncio.run(_serve_until_stopped(settings, sock))
+
+
+async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
+    """Serve on `sock` until SIGTERM or SIGINT, then drain and stop.
+
+    The drain is ours rather than aiohttp's: aiohttp's shutdown stops reading every
+    connection at once, so a bulk body still streaming in would never end. Here the
+    listening socket is closed first (new connections go to other workers or are
+    refused), the requests in flight get up to SHUTDOWN_TIMEOUT seconds to finish
+    with their bodies still flowing (each answer closes its connection), and only
+    then do aiohttp's shutdown and the cleanup contexts run.
+    """
+    app = create_app(settings)
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None,
+        keepalive_timeout=settings.keepalive_timeout,
+        lingering_time=min(LINGERING_SECONDS, settings.body_timeout),
+        shutdown_timeout=CLOSE_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        site = web.SockSite(runner, sock, backlog=BACKLOG)
+        await site.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        await site.stop()
+        inflight = app[INFLIGHT]
+        log.info("stopping: draining requests in flight", extra={"requests": inflight.count})
+        if not await inflight.drain(SHUTDOWN_TIMEOUT):
+            log.warning("stopping: requests still in flight after the shutdown timeout",
+                        extra={"requests": inflight.count})
+    finally:
+        await runner.cleanup()
 
 
 def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
@@ -222,6 +277,9 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
+        # The workers drain what they have; our copy of the listening socket would
+        # keep taking connections into the backlog that nobody accepts any more.
+        sock.close()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)

@@ -19,6 +19,7 @@ __all__ = [
     "NotReady",
     "PayloadTooLarge",
     "RateLimited",
+    "RequestTimeout",
     "Unauthorized",
     "UnsupportedMediaType",
 ]
@@ -76,6 +77,13 @@ class NotFound(ApiError):
 
 class MethodNotAllowed(ApiError):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
+
+
+class RequestTimeout(ApiError):
+    """The client stopped sending its request (a slow or stalled body). The middleware
+    closes the connection after this answer: a slow client cannot hold it for ever."""
+
+    status, slug, title = 408, "request-timeout", "Request too slow"
 
 
 class PayloadTooLarge(ApiError):

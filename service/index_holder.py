@@ -14,7 +14,10 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from indexer.fingerprint import Fingerprinter
 from indexer.generation import CURRENT, IndexNotFound, current_generation
@@ -29,12 +32,29 @@ __all__ = ["IndexHolder"]
 log = logging.getLogger("exposure.index")
 
 
+Describe = Callable[[IndexReader], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Opened:
+    """A verified generation and what the service derives from its manifest, computed
+    once when it is opened: a manifest whose fields cannot be read is refused then,
+    instead of failing every request that reads them."""
+
+    checker: Checker
+    sources: dict[str, Any]
+    rows: int
+
+
 class IndexHolder:
-    def __init__(self, index_dir: Path, fingerprinter: Fingerprinter, metrics: Metrics) -> None:
+    def __init__(self, index_dir: Path, fingerprinter: Fingerprinter, metrics: Metrics,
+                 describe: Describe | None = None) -> None:
         self.index_dir = index_dir
         self.fingerprinter = fingerprinter
         self.metrics = metrics
+        self._describe = describe
         self._checker: Checker | None = None
+        self._sources: dict[str, Any] = {}
         self._link: str | None = None
         self.last_error: str | None = None
         self.refused: str | None = None  # the link target that failed, not retried
@@ -49,6 +69,12 @@ class IndexHolder:
         return self._checker
 
     @property
+    def sources(self) -> dict[str, Any]:
+        """The `describe` document of the generation being served (`GET /v1/sources`)."""
+        self.checker  # noqa: B018 - NotReady (503) when none is loaded
+        return self._sources
+
+    @property
     def ready(self) -> bool:
         return self._checker is not None
 
@@ -58,9 +84,14 @@ class IndexHolder:
         except OSError:
             return None
 
-    def _open(self) -> Checker:
+    def _open(self) -> _Opened:
         reader = IndexReader(current_generation(self.index_dir), self.fingerprinter, verify=True)
-        return Checker(reader)
+        try:
+            sources = self._describe(reader) if self._describe is not None else {}
+            return _Opened(Checker(reader), sources, int(reader.manifest["totals"]["rows"]))
+        except Exception:
+            reader.close()
+            raise
 
     def load_initial(self) -> None:
         """Blocking first load. A wrong pepper raises KeyMismatch: refuse to start."""
@@ -73,7 +104,7 @@ class IndexHolder:
             self._install(self._open(), link)
         except KeyMismatch:
             raise
-        except (IndexError_, IndexNotFound, OSError) as exc:
+        except Exception as exc:  # any unusable generation is refused, see _refuse
             self._refuse(link, exc)
 
     async def refresh(self) -> bool:
@@ -83,11 +114,11 @@ class IndexHolder:
             return False
         loop = asyncio.get_running_loop()
         try:
-            checker = await loop.run_in_executor(None, self._open)
-        except (IndexError_, IndexNotFound, OSError) as exc:
+            opened = await loop.run_in_executor(None, self._open)
+        except Exception as exc:  # any unusable generation is refused, see _refuse
             self._refuse(link, exc)
             return False
-        self._install(checker, link)
+        self._install(opened, link)
         return True
 
     async def watch(self, interval: float) -> None:
@@ -98,24 +129,31 @@ class IndexHolder:
             except Exception:  # the watcher must outlive any single bad generation
                 log.exception("index refresh failed")
 
-    def _install(self, checker: Checker, link: str) -> None:
+    def _install(self, opened: _Opened, link: str) -> None:
         previous = self._checker
-        self._checker, self._link = checker, link
+        # No await from here on: a request sees the old generation or the new one.
+        self._checker, self._sources, self._link = opened.checker, opened.sources, link
         self.last_error = self.refused = None
         self.loaded_at = time.time()
-        reader = checker.reader
+        reader = opened.checker.reader
         if previous is not None:
             self.metrics.index_info.remove(previous.reader.generation)
         self.metrics.index_info.labels(reader.generation).set(1)
         self.metrics.index_fingerprints.set(reader.fingerprint_count)
-        self.metrics.index_rows.set(int(reader.manifest["totals"]["rows"]))
+        self.metrics.index_rows.set(opened.rows)
         self.metrics.index_loaded_timestamp.set(self.loaded_at)
         self.metrics.ready.set(1)
         log.info("index loaded", extra={"generation": reader.generation,
                                         "fingerprints": reader.fingerprint_count})
 
     def _refuse(self, link: str, exc: Exception) -> None:
+        # Not only the reader's own errors: a manifest that is valid JSON but of the
+        # wrong shape can fail with KeyError or TypeError while the generation opens.
+        # Whatever the failure, the generation is refused once (not retried at every
+        # poll) and the one being served stays.
+        reason = str(exc) if isinstance(exc, IndexError_ | IndexNotFound | OSError) \
+            else f"unreadable ({type(exc).__name__}: {exc})"
         self.refused = link
-        self.last_error = f"generation {link} refused: {exc}"
+        self.last_error = f"generation {link} refused: {reason}"
         self.metrics.index_swap_failures.inc()
-        log.error("index generation refused", extra={"generation": link, "reason": str(exc)})
+        log.error("index generation refused", extra={"generation": link, "reason": reason})

@@ -1,4 +1,6 @@
-"""The one error middleware, request ids, access log, metrics and security headers.
+"""The one error middleware, request ids, access log, metrics and security headers;
+also the deadline of small requests (a stalled body gets a 408) and the count of
+requests in flight that a graceful stop waits for.
 
 Every exception is turned into an answer here: `ApiError` with its status, aiohttp's
 own HTTP errors (404, 405...) likewise, anything else a 500 that says "internal error"
@@ -8,6 +10,7 @@ every other route `application/problem+json`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import secrets
@@ -27,10 +30,11 @@ from .errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    RequestTimeout,
     UnsupportedMediaType,
 )
 from .metrics import route_label
-from .state import METRICS
+from .state import INFLIGHT, METRICS, SETTINGS
 
 __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "middleware", "on_prepare", "problem_response"]
 
@@ -41,6 +45,10 @@ _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HtmlRenderer = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]
 HTML_ERROR_RENDERER: Final[web.AppKey[HtmlRenderer]] = web.AppKey("html_error_renderer")
+CLIENT_CLOSED_REQUEST: Final = 499
+# Routes whose body streams for as long as it is long (a bulk file of millions of lines):
+# they bound each wait for the next bytes themselves instead of the whole request.
+STREAMING_ROUTES: Final = frozenset({"batch"})
 
 SECURITY_HEADERS: Final = {
     "X-Content-Type-Options": "nosniff",
@@ -90,8 +98,31 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = route_label(request)
+    deadline = (None if request.match_info.route.name in STREAMING_ROUTES
+                else request.app[SETTINGS].body_timeout)
+    inflight = request.app[INFLIGHT]
+    inflight.started()
     try:
-        response = await handler(request)
+        response = await _handled(request, handler, deadline, request_id, route)
+    finally:
+        inflight.finished()
+    if inflight.draining:
+        response.force_close()  # shutting down: no further request on this connection
+    elapsed = time.perf_counter() - started
+    request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
+    log.info("request", extra={
+        "request_id": request_id, "route": route, "method": request.method,
+        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
+    })
+    return response
+
+
+async def _handled(request: web.Request, handler: Handler, deadline: float | None,
+                   request_id: str, route: str) -> web.StreamResponse:
+    """The handler's answer, or the rendering of whatever it raised."""
+    response: web.StreamResponse
+    try:
+        response = await _within(deadline, handler, request)
     except QueryError as exc:
         response = await _render(request, InvalidIdentifiers(
             "Some identifiers are invalid or a complete key is missing.",
@@ -99,15 +130,20 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
         ))
     except ApiError as exc:
         response = await _render(request, exc)
+        if isinstance(exc, RequestTimeout):
+            # The rest of a stalled body may never come: do not wait for it, and do not
+            # keep the connection.
+            response.force_close()
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
         response = await _render(request, _from_http_exception(exc))
     except ConnectionResetError:
-        # The client went away mid-answer (a bulk stream): nothing to answer, and
-        # nothing wrong on our side worth a traceback.
+        # The client went away (mid-body or mid-answer): nothing can reach it, and
+        # nothing went wrong on our side worth a traceback. 499 is nginx's "client
+        # closed request"; it is only ever seen in our log and metrics.
         log.info("client went away", extra={"request_id": request_id, "route": route})
-        raise
+        response = web.Response(status=CLIENT_CLOSED_REQUEST)
     except (ValueError, UnicodeDecodeError) as exc:
         # Decoding and parsing errors that escaped a handler are the client's fault,
         # but their text may quote the input: log the type only.
@@ -117,13 +153,31 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     except Exception:
         log.exception("internal error", extra={"request_id": request_id, "route": route})
         response = await _render(request, ApiError("Internal error."))
-    elapsed = time.perf_counter() - started
-    request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
-    log.info("request", extra={
-        "request_id": request_id, "route": route, "method": request.method,
-        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
-    })
     return response
+
+
+async def _within(seconds: float | None, handler: Handler,
+                  request: web.Request) -> web.StreamResponse:
+    """The handler's answer, or RequestTimeout past `seconds`.
+
+    Outside the bulk route the body is at most a few hundred KiB and a lookup takes
+    microseconds, so only a client that sends slowly (or not at all: slowloris) can
+    make a request last: it gets a 408 and its connection is closed.
+    """
+    if seconds is None or seconds <= 0 or request.content.is_eof():
+        # Nothing left to wait for from the client (no body, or all of it is here
+        # already, as for nearly every small request): spare the timer.
+        return await handler(request)
+    scope = asyncio.timeout(seconds)
+    try:
+        async with scope:
+            return await handler(request)
+    except TimeoutError:
+        if scope.expired():
+            raise RequestTimeout(
+                f"The request was not received within {seconds:g} seconds."
+            ) from None
+        raise
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -62,6 +62,7 @@ def openapi_document() -> dict[str, Any]:
                             "schema": {"$ref": "#/components/schemas/Verdict"}}}},
                     "400": _problem("Malformed JSON"),
                     "401": _problem("Unknown API key"),
+                    "408": _problem("The body did not arrive in time; the connection is closed"),
                     "413": _problem("Body larger than 16 KiB"),
                     "415": _problem("Not application/json"),
                     "422": _problem("Invalid or incomplete identifiers"),
@@ -91,6 +92,8 @@ def openapi_document() -> dict[str, Any]:
                                 "schema": {"type": "string"},
                                 "x-item-schema": {"$ref": "#/components/schemas/BatchLine"}}}},
                     "401": _problem("Missing or unknown API key"),
+                    "408": _problem("The CSV header row did not arrive in time (a stall later "
+                                    "ends the stream with a body_timeout error line)"),
                     "413": _problem("Body too large"),
                     "415": _problem("Not NDJSON or CSV"),
                     "422": _problem("CSV header row without the columns of a complete key"),

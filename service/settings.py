@@ -21,6 +21,14 @@ class Settings:
     max_batch_bytes: int = 1 << 30
     max_batch_line_bytes: int = 64 * 1024
     batch_chunk_lines: int = 1024
+    # A slow client must not hold a connection (and its memory) for ever. The keep-alive
+    # timeout also bounds how long a connection may take to send a complete request head
+    # (aiohttp closes a connection whose head is still incomplete when it fires); 75 s
+    # outlives the 60 s idle upstream connections of nginx, so the proxy never reuses a
+    # connection we are closing. `body_timeout` bounds a small body as a whole (every
+    # route but the bulk one) and, for the bulk route, each wait for the next bytes.
+    keepalive_timeout: float = 75.0
+    body_timeout: float = 60.0
     index_poll_seconds: float = 2.0
     usage_flush_seconds: float = 5.0
     oprf_key_file: Path | None = None
