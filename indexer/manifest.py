@@ -121,22 +121,66 @@ def _self_checksum_ok(raw: bytes, recorded: object) -> bool:
     return checksum_bytes(raw.replace(field, _self_field(_ZEROS))) == recorded
 
 
+def _int(value: object, what: str, minimum: int = 0) -> int:
+    # bool is an int subclass: a `true` count is as malformed as a string one.
+    if type(value) is not int or value < minimum:
+        raise ValueError(f"{what} is not an integer >= {minimum}")
+    return value
+
+
+def _str(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is not a non-empty string")
+    return value
+
+
 def _check_shapes(manifest: dict[str, Any]) -> None:
+    """Every field a reader relies on has the type it expects: a manifest that passes
+    here never makes the reader, `verify` or the service fail on a missing key or a
+    wrong type."""
+    _str(manifest["generation"], "generation")
+    _str(manifest["key_id"], "key_id")
     shards = manifest["shards"]
-    count = int(shards["count"])
-    if count < 1 or len(shards["fingerprints"]) != count:
+    if not isinstance(shards, dict):
+        raise ValueError("shards is not an object")
+    count = _int(shards.get("count"), "shards.count", 1)
+    per_shard = shards.get("fingerprints")
+    if not isinstance(per_shard, list) or len(per_shard) != count:
         raise ValueError("shard count and per-shard fingerprint counts disagree")
-    if not isinstance(manifest["sources"], list) or not manifest["sources"]:
-        raise ValueError("no sources")
-    for source in manifest["sources"]:
+    for n in per_shard:
+        _int(n, "shards.fingerprints[]")
+    totals = manifest.get("totals")
+    if not isinstance(totals, dict):
+        raise ValueError("totals is not an object")
+    for key in ("rows", "fingerprints", "bad_rows"):
+        _int(totals.get(key), f"totals.{key}")
+    if totals["fingerprints"] != sum(per_shard):
+        raise ValueError("totals.fingerprints is not the sum of the shards")
+    sources = manifest["sources"]
+    if not isinstance(sources, list) or not 1 <= len(sources) <= 255:
+        raise ValueError("sources is not a list of 1 to 255 sources")
+    for source in sources:
+        if not isinstance(source, dict):
+            raise ValueError("a source is not an object")
         for key in ("id", "title", "breach_date"):
-            if not isinstance(source[key], str):
-                raise TypeError(f"source {key} is not a string")
-    for name, entry in manifest["files"].items():
-        if not isinstance(name, str) or ".." in name or name.startswith("/"):
+            _str(source.get(key), f"source {key}")
+        for key in ("rows", "records_indexed"):
+            _int(source.get(key, 0), f"source {key}")
+        if not isinstance(source.get("description", ""), str):
+            raise ValueError("source description is not a string")
+    files = manifest["files"]
+    if not isinstance(files, dict):
+        raise ValueError("files is not an object")
+    for name, entry in files.items():
+        if ".." in name or name.startswith("/"):
             raise ValueError("a file name escapes the generation directory")
-        int(entry["bytes"])
-        str(entry["xxh3_64"])
+        if not isinstance(entry, dict):
+            raise ValueError("a file entry is not an object")
+        _int(entry.get("bytes"), "file bytes")
+        _str(entry.get("xxh3_64"), "file checksum")
+    bloom = manifest["bloom"]
+    if not isinstance(bloom, dict) or not isinstance(bloom.get("error_rate"), float):
+        raise ValueError("bloom.error_rate is not a number")
 
 
 def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
