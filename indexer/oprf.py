@@ -24,15 +24,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 from enum import StrEnum
 
 import rbcl
-from rbcl import _sodium
 
 # rbcl writes its copy of libsodium to a fresh temporary file at every import and never
 # removes it (2.7 MB each time). Once loaded, the library is mapped: the file can go.
-with contextlib.suppress(OSError, AttributeError):
-    os.unlink(_sodium.lib_path)
+with contextlib.suppress(OSError, AttributeError, KeyError):
+    os.unlink(sys.modules["rbcl._sodium"].lib_path)
 
 __all__ = [
     "CONTEXT_STRING",
