@@ -440,6 +440,7 @@ PRIVATE_OPENAPI_PATHS: Final[dict[str, Any]] = {
             },
             "400": _problem("Malformed JSON"),
             "401": _problem("Unknown API key"),
+            "408": _problem("The body did not arrive in time; the connection is closed"),
             "413": _problem(f"Body larger than {MAX_EVALUATE_BYTES} bytes"),
             "415": _problem("Not application/json"),
             "422": _problem("Invalid points or buckets, or not 1 to 1,000 items"),
