@@ -93,6 +93,15 @@ class SourceCounts:
         default_factory=lambda: np.zeros(len(DATA_CLASSES), dtype=np.int64)
     )
 
+    def add(self, spilled: BlockSpill) -> None:
+        """Count one fingerprinted block of this source (its payload is not read)."""
+        self.rows += spilled.rows
+        self.indexed += spilled.indexed
+        self.bad_rows += spilled.bad_rows
+        self.keys += spilled.keys
+        self.faults.update(spilled.faults)
+        self.classes += spilled.class_counts
+
 
 @dataclass(frozen=True, slots=True)
 class BuildReport:
@@ -172,14 +181,25 @@ def _gc_paused() -> Iterator[None]:
 def _fingerprint_block(
     block: bytes, layout: DumpLayout, source_index: int, shards: int
 ) -> BlockSpill:
+    """`fingerprint_block` with the fingerprinter of this worker process."""
+    assert _fingerprinter is not None, "worker not initialised"
+    return fingerprint_block(block, layout, source_index, shards, _fingerprinter)
+
+
+def fingerprint_block(
+    block: bytes, layout: DumpLayout, source_index: int, shards: int,
+    fingerprinter: Fingerprinter,
+) -> BlockSpill:
     """Spill entries of one block, grouped by shard, plus its counts.
+
+    Shared by both engines: the local one calls it in its worker processes, the Dask
+    one (dask_build.py) on the cluster's workers.
 
     The row loop does only what must be done per row (parse, `record_keys`, three
     appends); tags, counts and the shard grouping are then computed by numpy for the
     whole block. Rows are streamed, not materialised first: a block's rows held at
     once cost more in cache misses than the loop saves.
     """
-    assert _fingerprinter is not None, "worker not initialised"
     keys: list[str] = []
     key_counts: list[int] = []
     row_classes: list[int] = []
@@ -197,7 +217,7 @@ def _fingerprint_block(
             add_classes(classes)
             if row_faults:
                 fault_lists.append(row_faults)
-        fingerprints = _fingerprinter.many(keys)
+        fingerprints = fingerprinter.many(keys)
     del keys
     faults = Counter(chain.from_iterable(fault_lists))
     if malformed:
@@ -232,16 +252,32 @@ def _fingerprint_block(
 
 # --- pass 2: one shard (runs in worker processes) --------------------------------------
 
+# What a shard pass returns: the shard, its fingerprint count, its files' manifest entries.
+ShardResult = tuple[int, int, dict[str, dict[str, Any]]]
 
-def _build_shard(
-    generation: Path, shard: int, n_sources: int, error_rate: float
-) -> tuple[int, int, dict[str, dict[str, Any]]]:
+
+def _build_shard(generation: Path, shard: int, n_sources: int, error_rate: float) -> ShardResult:
     """Sort, merge and write one shard from its spill; the spill is then deleted."""
     spill_path = generation / "spill" / f"{shard:03d}.bin"
     entries = (
         np.fromfile(spill_path, dtype=SPILL_DTYPE) if spill_path.exists()
         else np.empty(0, dtype=SPILL_DTYPE)
     )
+    result = write_shard(generation, shard, entries, n_sources, error_rate)
+    spill_path.unlink(missing_ok=True)
+    return result
+
+
+def write_shard(
+    generation: Path, shard: int, entries: npt.NDArray[np.void], n_sources: int,
+    error_rate: float,
+) -> ShardResult:
+    """Sort and merge one shard's spill entries (in any order) and write its files.
+
+    The output depends only on the set of entries, not on their order (a stable sort,
+    then an OR per cell): that is what makes the files byte-identical whatever the
+    engine, the number of workers and the block size.
+    """
     order = np.argsort(entries["fp"], kind="stable")
     fps, tags = entries["fp"][order], entries["tag"][order]
     del entries, order
@@ -265,7 +301,6 @@ def _build_shard(
     for name, payload in outputs.items():
         (generation / name).write_bytes(payload)
         files[name] = {"bytes": len(payload), "xxh3_64": checksum_bytes(payload)}
-    spill_path.unlink(missing_ok=True)
     return shard, len(unique), files
 
 
@@ -342,27 +377,56 @@ def build_index(
     fsynced generation.
     """
     options = options or BuildOptions()
+    started = time.monotonic()
+    plan = plan_build(sources_toml, pepper, options)
+    return publish_build(
+        index_dir, started,
+        lambda generation: _build_generation(generation, plan, pepper, options),
+    )
+
+
+class BuildPlan(NamedTuple):
+    """What a build reads before it touches the index directory."""
+
+    sources_toml: Path
+    sources: Sequence[Source]
+    layouts: Sequence[DumpLayout]
+    fingerprinter: Fingerprinter
+
+
+GenerationBuilt = tuple[Path, dict[str, Any], dict[str, float]]  # final dir, manifest, phases
+
+
+def plan_build(sources_toml: Path, pepper: bytes, options: BuildOptions) -> BuildPlan:
+    """Check the options, the sources and the dumps' headers (both engines)."""
     if not 1 <= options.shards <= 4096:
         raise ValueError("--shards must be between 1 and 4096")
     if not 0 < options.bloom_error_rate < 0.5:
         raise ValueError("--bloom-error-rate must be between 0 and 0.5")
     if options.workers < 0:
         raise ValueError("--workers must be 0 (one per core) or more")
-    started = time.monotonic()
     sources = load_sources(sources_toml)
     if len(sources) > MAX_SOURCES:
         # A spill tag holds the source in one byte, and a meta row one byte per source.
         raise ValueError(f"at most {MAX_SOURCES} sources per index")
     layouts = [detect_layout(source) for source in sources]
-    fingerprinter = Fingerprinter(pepper)
+    return BuildPlan(sources_toml, sources, layouts, Fingerprinter(pepper))
+
+
+def publish_build(
+    index_dir: Path, started: float, build: Callable[[Path], GenerationBuilt]
+) -> BuildReport:
+    """Run `build` on a new partial generation, under the build lock (both engines).
+
+    What interrupted builds left is removed first; if `build` fails, its partial
+    generation is removed too. `build` ends by publishing (`finish_generation`).
+    """
     index_dir.mkdir(parents=True, exist_ok=True)
     with _build_lock(index_dir):
         remove_partials(index_dir)
         generation = new_partial_generation(index_dir)
         try:
-            final, manifest, phases = _build_generation(
-                generation, sources_toml, sources, layouts, pepper, fingerprinter, options
-            )
+            final, manifest, phases = build(generation)
         except BaseException:
             shutil.rmtree(generation, ignore_errors=True)
             raise
@@ -370,14 +434,12 @@ def build_index(
 
 
 def _build_generation(
-    generation: Path, sources_toml: Path, sources: Sequence[Source],
-    layouts: Sequence[DumpLayout], pepper: bytes, fingerprinter: Fingerprinter,
-    options: BuildOptions,
-) -> tuple[Path, dict[str, Any], dict[str, float]]:
+    generation: Path, plan: BuildPlan, pepper: bytes, options: BuildOptions
+) -> GenerationBuilt:
     phases: dict[str, float] = {}
     clock = time.monotonic()
     (generation / "spill").mkdir()
-    counts = [SourceCounts() for _ in sources]
+    counts = [SourceCounts() for _ in plan.sources]
     workers = options.worker_count()
     with ExitStack() as stack:
         executor: Executor | _InlineExecutor
@@ -391,29 +453,41 @@ def _build_generation(
                     initializer=_init_worker, initargs=(pepper, os.getpid()),
                 )
             )
-        _fingerprint_pass(executor, generation, layouts, counts, options, workers)
+        _fingerprint_pass(executor, generation, plan.layouts, counts, options, workers)
         phases["fingerprint"], clock = time.monotonic() - clock, time.monotonic()
         shard_results = list(
             _progress(
                 _bounded_map(
                     executor, _build_shard,
-                    ((generation, shard, len(sources), options.bloom_error_rate)
+                    ((generation, shard, len(plan.sources), options.bloom_error_rate)
                      for shard in range(options.shards)),
                     window=workers * 2,
                 ),
                 options.progress, total=options.shards, desc="shards", unit="shard",
             )
         )
-        phases["shards"], clock = time.monotonic() - clock, time.monotonic()
+        phases["shards"] = time.monotonic() - clock
     (generation / "spill").rmdir()
-    manifest = _manifest(generation, sources, counts, shard_results, fingerprinter, options)
+    return finish_generation(generation, plan, counts, shard_results, options, phases, workers)
+
+
+def finish_generation(
+    generation: Path, plan: BuildPlan, counts: Sequence[SourceCounts],
+    shard_results: Sequence[ShardResult], options: BuildOptions, phases: dict[str, float],
+    workers: int,
+) -> GenerationBuilt:
+    """Write the manifest (and the private part) and publish: the end of both engines."""
+    clock = time.monotonic()
+    manifest = _manifest(
+        generation, plan.sources, counts, shard_results, plan.fingerprinter, options
+    )
     if options.private is not None:
         # Inside the same partial generation, so the index and its private part are
         # published together or not at all.
         from .private import build_private
 
         manifest["private"] = build_private(
-            sources_toml, generation, options.private.oprf_key,
+            plan.sources_toml, generation, options.private.oprf_key,
             bucket_bits=options.private.bucket_bits, output_bytes=options.private.output_bytes,
             workers=workers, progress=options.progress, block_size=options.block_size,
         )
@@ -457,13 +531,7 @@ def _fingerprint_pass(
                     end = offset + count * entry_bytes
                     spills[shard].write(view[offset:end])
                     offset = end
-            source = counts[spilled.source_index]
-            source.rows += spilled.rows
-            source.indexed += spilled.indexed
-            source.bad_rows += spilled.bad_rows
-            source.keys += spilled.keys
-            source.faults.update(spilled.faults)
-            source.classes += spilled.class_counts
+            counts[spilled.source_index].add(spilled)
             bar.update(spilled.block_bytes)
 
 
@@ -475,8 +543,7 @@ def _progress(items: Iterable[T], enabled: bool, **kwargs: Any) -> Iterable[T]:
 
 def _manifest(
     generation: Path, sources: Sequence[Source], counts: Sequence[SourceCounts],
-    shard_results: Sequence[tuple[int, int, dict[str, dict[str, Any]]]],
-    fingerprinter: Fingerprinter, options: BuildOptions,
+    shard_results: Sequence[ShardResult], fingerprinter: Fingerprinter, options: BuildOptions,
 ) -> dict[str, Any]:
     ordered = sorted(shard_results)
     files: dict[str, dict[str, Any]] = {}

@@ -7,6 +7,7 @@ missing pepper. Output never holds an identifier: counts, sizes, ids and paths o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="bucket bits of the private part (default: chosen from the key count)")
     build.add_argument("--pepper-file", type=Path, metavar="F",
                        help=f"file of >= 32 secret random bytes (default: ${PEPPER_ENV})")
+    build.add_argument("--engine", choices=("local", "dask"), default="local",
+                       help="local: worker processes on this machine (default); dask: the "
+                       "workers of the Dask cluster at --scheduler, which read the dumps and "
+                       "write INDEX_DIR themselves, so both must be on a filesystem shared by "
+                       "the workers and this machine, at the same paths")
+    build.add_argument("--scheduler", metavar="ADDRESS",
+                       help="Dask scheduler for --engine dask, e.g. tls://host:8786; the "
+                       "pepper is sent to the workers: use TLS (see deploy/README.md)")
 
     info = commands.add_parser(
         "info", help="sources, counts, sizes and key id of the current generation",
@@ -129,6 +138,7 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _build(args: argparse.Namespace) -> int:
+    _check_engine(args)
     pepper = load_pepper(resolve_pepper_file(args.pepper_file))
     private = None
     if args.private:
@@ -141,7 +151,29 @@ def _build(args: argparse.Namespace) -> int:
         shards=args.shards, workers=args.workers, bloom_error_rate=args.bloom_error_rate,
         progress=sys.stderr.isatty(), private=private,
     )
-    report = build_index(args.sources, args.out, pepper, options)
+    if args.engine == "dask":
+        from .dask_build import (
+            DASK_BLOCK_SIZE,
+            ClusterBuildFailed,
+            build_index_on_dask,
+            is_encrypted_address,
+        )
+
+        if not is_encrypted_address(args.scheduler):
+            print(f"exposure-index: warning: {args.scheduler} is not a tls:// address: the "
+                  "pepper will cross the network in clear", file=sys.stderr)
+        try:
+            report = build_index_on_dask(
+                args.sources, args.out, pepper,
+                dataclasses.replace(options, block_size=DASK_BLOCK_SIZE),
+                scheduler=args.scheduler,
+            )
+        except ClusterBuildFailed as exc:
+            print(f"exposure-index: {exc}; the current generation is unchanged",
+                  file=sys.stderr)
+            return EXIT_FAULT
+    else:
+        report = build_index(args.sources, args.out, pepper, options)
     manifest = report.manifest
     totals = manifest["totals"]
     print(f"published {report.generation.name} in {args.out} "
@@ -151,6 +183,23 @@ def _build(args: argparse.Namespace) -> int:
     print("timings: " + ", ".join(f"{phase} {seconds:.1f} s"
                                   for phase, seconds in report.phases.items()))
     return 0
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    """Usage errors of --engine, before the pepper is read."""
+    if args.engine == "local":
+        if args.scheduler is not None:
+            raise ValueError("--scheduler is for --engine dask")
+        return
+    if not args.scheduler:
+        raise ValueError(
+            "--engine dask needs --scheduler ADDRESS (the Dask scheduler, e.g. tls://host:8786)"
+        )
+    if args.workers:
+        raise ValueError("--workers is for the local engine: on Dask, the cluster's workers "
+                         "do the work")
+    if args.private:
+        raise ValueError("--private is not built on Dask yet: build with --engine local")
 
 
 def _print_sources(manifest: dict[str, object]) -> None:
