@@ -579,6 +579,12 @@ member file.""",
     check.add_argument("--max-request-bytes", type=int, default=_DEFAULT_REQUEST_BYTES,
                        metavar="N", help="split the upload into requests of about N bytes "
                        f"(default {_DEFAULT_REQUEST_BYTES >> 20} MiB)")
+    check.add_argument("--private", action="store_true",
+                       help="private lookups (DESIGN §7): identities are normalised, blinded "
+                       "and checked here; the service sees only bucket numbers and blinded "
+                       "points. It cannot say which breach or which data: sources and "
+                       "exposed stay empty. The API key is optional (without one, the "
+                       "anonymous per-address limit applies)")
     check.add_argument("--no-progress", action="store_true",
                        help="no progress bar (it is shown only on a terminal anyway)")
     return parser
@@ -620,7 +626,11 @@ def check(args: argparse.Namespace) -> int:
     if args.retries < 0 or args.timeout <= 0 or args.max_request_bytes < _MIN_REQUEST_BYTES:
         raise UsageError("--retries must be >= 0, --timeout > 0 and --max-request-bytes "
                          f">= {_MIN_REQUEST_BYTES}")
-    api_key = _api_key(args.api_key_file)
+    api_key: str | None
+    if args.private and args.api_key_file is None and not os.environ.get(API_KEY_ENV):
+        api_key = None  # private routes also serve anonymous callers, rate limited
+    else:
+        api_key = _api_key(args.api_key_file)
     url = _batch_url(args.url)
     context = _ssl_context(args.ca_file)
     layout = detect_layout(args.members)
@@ -647,14 +657,50 @@ def check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run(layout: MemberLayout, url: str, api_key: str, stream: IO[str], progress: Progress,
-         args: argparse.Namespace, context: ssl.SSLContext | None) -> Tally:
+def _run(layout: MemberLayout, url: str, api_key: str | None, stream: IO[str],
+         progress: Progress, args: argparse.Namespace, context: ssl.SSLContext | None) -> Tally:
     writer = csv.writer(stream, lineterminator="\n")
     writer.writerow(RESULT_COLUMNS)
+    if args.private:
+        base = url.removesuffix(BATCH_PATH)
+        return asyncio.run(_run_private(layout, base, api_key, writer, progress, args, context))
+    assert api_key is not None
     run = BatchRun(layout, url, api_key, writer, progress, retries=args.retries,
                    read_timeout=args.timeout, max_request_bytes=args.max_request_bytes,
                    ssl_context=context)
     return asyncio.run(run.run())
+
+
+async def _run_private(
+    layout: MemberLayout, base_url: str, api_key: str | None, writer: RowWriter,
+    progress: Progress, args: argparse.Namespace, context: ssl.SSLContext | None,
+) -> Tally:
+    """Private mode: normalise, blind and finalize here, in windows of members."""
+    from indexer.matchkeys import QueryError
+    from indexer.private_client import WINDOW_QUERIES, PrivateClientError, connect
+
+    tally = Tally()
+    timeout = aiohttp.ClientTimeout(sock_read=args.timeout)
+    connector = aiohttp.TCPConnector(ssl=context) if context is not None else None
+    try:
+        async with aiohttp.ClientSession(timeout=timeout, connector=connector) as session:
+            checker = await connect(base_url, session, api_key=api_key)
+            members = read_members(layout, layout.data_offset)
+            while window := [m for _, m in zip(range(WINDOW_QUERIES), members, strict=False)]:
+                outcomes = await checker.check_many([m.query for m in window])
+                for member, outcome in zip(window, outcomes, strict=True):
+                    if isinstance(outcome, QueryError):
+                        first = outcome.errors[0]
+                        row = [member.ref, "", "", "", "", f"{first.field}:{first.code}"]
+                    else:
+                        row = [member.ref, "true" if outcome.found else "false",
+                               outcome.match or "", "", "", ""]
+                    writer.writerow(row)
+                    tally.add(row)
+                progress.update(len(window))
+    except (aiohttp.ClientError, OSError, PrivateClientError) as exc:
+        raise ClientError(f"private check failed: {exc}") from None
+    return tally
 
 
 def main(argv: Sequence[str] | None = None) -> int:

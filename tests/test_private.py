@@ -599,3 +599,40 @@ def test_cli_build_private_publishes_and_verifies(breach: Breach, tmp_path: Path
     corrupt = subprocess.run([*base, "verify", str(index_dir)], capture_output=True,
                              text=True, timeout=120)
     assert corrupt.returncode == 1 and "private" in corrupt.stderr
+
+
+def test_client_cli_private_mode_matches_the_expected_verdicts(
+    private_breach: PrivateBreach, breach: Breach, tmp_path: Path,
+) -> None:
+    """`exposure-client check --private` against a real `exposure-serve` process: every
+    member's found/match equals the generator's ground truth; no identifier written."""
+    import csv as csv_module
+    import subprocess
+    import sys
+
+    from live_server import clean_env, live_server
+
+    out = tmp_path / "results.csv"
+    with live_server(private_breach.index_dir, breach.pepper_file, tmp_path / "serve",
+                     "--anon-rate", "0", "--oprf-key-file", str(private_breach.key_file)
+                     ) as server:
+        done = subprocess.run(
+            [sys.executable, "-m", "service.client", "check", str(breach.dir / "members.csv"),
+             "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--private"],
+            capture_output=True, text=True, env=clean_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    with out.open(encoding="utf-8", newline="") as stream:
+        rows = list(csv_module.DictReader(stream))
+    expected = breach.expected()
+    assert [row["ref"] for row in rows] == [m["ref"] for m in breach.members()]
+    for row in rows:
+        want = expected[row["ref"]]
+        assert row["error"] == ""
+        assert row["found"] == want["in_breach"], row["ref"]
+        assert row["match"] == want["match"], row["ref"]
+        assert row["sources"] == row["exposed"] == ""  # the private mode cannot know them
+    written = out.read_text(encoding="utf-8") + done.stderr
+    for member in breach.members():
+        for field in ("nir", "last_name", "birth_date"):
+            if len(member[field]) >= 6:
+                assert member[field] not in written
