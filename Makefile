@@ -57,7 +57,14 @@ audit: install
 
 test: lint typecheck audit pytest
 
+# DESIGN §6 side by side (bench/run.py): QUICK=1 about a minute, FULL=1 adds the
+# 33-million-record build (minutes, ~15 GB of disk). Needs wrk (Debian package) and,
+# for the profiles of the full run, py-spy in the venv: both installed if missing.
 bench: install
+	@command -v wrk >/dev/null || { echo "bench: installing wrk"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get install -y -q wrk || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }; }
+	@test -n "$(QUICK)" || test -x $(BIN)/py-spy || $(PY) -m pip install -q py-spy
 	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(FULL),--full,)
 
 clean:

@@ -148,7 +148,9 @@ class TreeSampler(threading.Thread):
         self.join()
 
 
-def run_build(synth: Path, pepper: Path, out: Path, workers: int | None) -> Result:
+def run_build(synth: Path, pepper: Path, out: Path, workers: int | None,
+              keep: bool = False) -> Result:
+    """One measured build into `out` (emptied first); `keep` leaves the index there."""
     shutil.rmtree(out, ignore_errors=True)
     records = _count_records(synth)
     command = [*_exe(), "build", str(synth / "sources.toml"), "--out", str(out),
@@ -169,7 +171,8 @@ def run_build(synth: Path, pepper: Path, out: Path, workers: int | None) -> Resu
     if process.returncode != 0:
         raise SystemExit(f"build failed ({process.returncode}):\n{output}")
     cpu = (usage.ru_utime + usage.ru_stime) - (usage_before.ru_utime + usage_before.ru_stime)
-    shutil.rmtree(out, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(out, ignore_errors=True)
     return Result(
         records=records,
         workers="default" if workers is None else str(workers),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import unicodedata
 from functools import lru_cache
 from typing import Final
@@ -64,7 +65,21 @@ def normalize_nir(raw: str, field: str = "nir") -> str:
 
     13 characters are accepted and the key is computed; 15 must carry a valid key.
     """
-    compact = raw.translate(_NIR_SEPARATORS).upper()
+    compact = raw if raw.isascii() and raw.isdigit() else raw.translate(_NIR_SEPARATORS).upper()
+    if len(compact) in (13, 15) and compact.isascii() and compact.isdigit():
+        # The common case (digits, maybe spaced): no letter, so the shape test below
+        # reduces to the sex digit, and the key is a plain mod 97. Same checks in the
+        # same order as the general path; ~3x faster.
+        if compact[0] not in _SEX_DIGITS:
+            raise _sex_digit_error(field)
+        if not _valid_nir_month(int(compact[3:5])):
+            raise _month_error(field)
+        key = f"{97 - int(compact[:13]) % 97:02d}"
+        if len(compact) == 13:
+            return compact + key
+        if compact[13:] != key:
+            raise _checksum_error(field)
+        return compact
     if not compact:
         raise IdentityError(field, "required", "The social security number is missing.")
     if not compact.isascii() or not compact.isalnum():
@@ -78,30 +93,42 @@ def normalize_nir(raw: str, field: str = "nir") -> str:
             "A social security number has 13 characters, or 15 with its key.",
         )
     if compact[0] not in _SEX_DIGITS:
-        raise IdentityError(
-            field, "invalid_sex_digit",
-            "The first digit of a social security number is 1, 2, 3, 4, 7 or 8.",
-        )
+        raise _sex_digit_error(field)
     if not _NIR_SHAPE.fullmatch(compact):
         raise IdentityError(
             field, "invalid_format",
             "Only the department may hold a letter (2A or 2B); every other character is a digit.",
         )
     if not _valid_nir_month(int(compact[3:5])):
-        raise IdentityError(
-            field, "invalid_month",
-            "Characters 4 and 5 (month of birth) must be 01 to 12, 20 to 42 or 50 to 99.",
-        )
+        raise _month_error(field)
     # stdnum maps 2A -> 19 and 2B -> 18 before the mod-97 computation, as INSEE does.
     key = stdnum_nir.calc_check_digits(compact[:13])
     if len(compact) == 13:
         return compact + key
     if compact[13:] != key:
-        raise IdentityError(
-            field, "invalid_checksum",
-            "The last two digits (the key) do not match: please check for a typo.",
-        )
+        raise _checksum_error(field)
     return compact
+
+
+def _sex_digit_error(field: str) -> IdentityError:
+    return IdentityError(
+        field, "invalid_sex_digit",
+        "The first digit of a social security number is 1, 2, 3, 4, 7 or 8.",
+    )
+
+
+def _month_error(field: str) -> IdentityError:
+    return IdentityError(
+        field, "invalid_month",
+        "Characters 4 and 5 (month of birth) must be 01 to 12, 20 to 42 or 50 to 99.",
+    )
+
+
+def _checksum_error(field: str) -> IdentityError:
+    return IdentityError(
+        field, "invalid_checksum",
+        "The last two digits (the key) do not match: please check for a typo.",
+    )
 
 
 # --- Dates of birth -------------------------------------------------------------------
@@ -121,22 +148,38 @@ def normalize_birth_date(
     by tests; it defaults to the current date). Records are not range-checked: a dump
     is what it is, and such a record simply never matches a query.
     """
-    canonical = _parse_date(raw.strip(), field)
-    if query:
-        year, month, day = int(canonical[:4]), int(canonical[5:7]), int(canonical[8:])
-        # With 00, the earliest day the date can mean is what gets compared.
-        earliest = dt.date(year, month or 1, day or 1)
-        if year < EARLIEST_BIRTH_YEAR or earliest > (today or dt.date.today()):
-            raise IdentityError(
-                field, "out_of_range",
-                "The date of birth must be between 1880 and today.",
-            )
+    canonical, earliest = _parse_date(raw.strip(), field)
+    # With 00, the earliest day the date can mean is what gets compared; None is a
+    # year before 1880.
+    if query and (earliest is None or earliest > (today or _today())):
+        raise IdentityError(
+            field, "out_of_range",
+            "The date of birth must be between 1880 and today.",
+        )
     return canonical
 
 
+def _today() -> dt.date:
+    """The local date, read from the clock at most once a minute.
+
+    `date.today()` costs more than the rest of a cached date check; a date of birth
+    is "in the future" a minute late at worst, once a day.
+    """
+    return _local_date(int(time.time()) // 60)
+
+
+@lru_cache(maxsize=1)
+def _local_date(minute: int) -> dt.date:
+    return dt.date.today()
+
+
 @lru_cache(maxsize=1 << 16)
-def _parse_date(text: str, field: str) -> str:
-    # Cached: a dump of 33 million people holds only ~40,000 distinct dates of birth.
+def _parse_date(text: str, field: str) -> tuple[str, dt.date | None]:
+    """(canonical form, earliest day it can mean or None before 1880).
+
+    Cached, range test included: a dump of 33 million people holds only ~40,000
+    distinct dates of birth, and a bulk check of a member file as few.
+    """
     if not text:
         raise IdentityError(field, "required", "The date of birth is missing.")
     if m := _ISO_DATE.fullmatch(text):
@@ -158,7 +201,8 @@ def _parse_date(text: str, field: str) -> str:
             dt.date(year, month, day)
         except ValueError:
             raise IdentityError(field, "invalid_date", "This date does not exist.") from None
-    return f"{year:04d}-{month:02d}-{day:02d}"
+    earliest = dt.date(year, month or 1, day or 1) if year >= EARLIEST_BIRTH_YEAR else None
+    return f"{year:04d}-{month:02d}-{day:02d}", earliest
 
 
 # --- Names ----------------------------------------------------------------------------

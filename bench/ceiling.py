@@ -1,0 +1,124 @@
+"""The ceiling: a trivial aiohttp JSON handler in the service's own process model.
+
+`POST /v1/check` here reads the body, decodes it as JSON and answers a constant
+"not found" verdict: no validation, no lookup, no middleware. That is what aiohttp
+itself costs for one small JSON request on this machine; DESIGN §6 asks the real
+`/v1/check` to reach 80% of it with the same worker count and the same load tool.
+
+Same process model as `exposure-serve` (service/cli.py): the parent binds and
+listens once, with the service's backlog, forks N workers that accept on the shared
+socket, each running an `AppRunner` with the service's runner settings (no access
+log, the same keep-alive and shutdown timeouts). The supervisor itself is not
+imported from service/cli.py because it builds the service's app by name; the
+settings it uses are.
+
+    python bench/ceiling.py --port 0 --workers 2      # prints http://127.0.0.1:PORT/
+
+Loopback only. SIGTERM or SIGINT stops the parent and its workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Final
+
+import orjson
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+HOST: Final = "127.0.0.1"
+NOT_FOUND: Final = orjson.dumps({"found": False, "match": None, "sources": []})
+
+
+async def check(request: web.Request) -> web.Response:
+    orjson.loads(await request.read())
+    return web.Response(body=NOT_FOUND, content_type="application/json")
+
+
+async def ready(request: web.Request) -> web.Response:
+    return web.Response(body=b'{"status": "ready"}', content_type="application/json")
+
+
+def create_ceiling_app() -> web.Application:
+    app = web.Application(client_max_size=Settings().max_check_bytes)
+    app.router.add_post("/v1/check", check)
+    app.router.add_get("/readyz", ready)
+    return app
+
+
+async def _serve(sock: socket.socket) -> None:
+    defaults = Settings()
+    runner = web.AppRunner(
+        create_ceiling_app(), handle_signals=False, access_log=None,
+        keepalive_timeout=defaults.keepalive_timeout,
+        lingering_time=min(LINGERING_SECONDS, defaults.body_timeout),
+        shutdown_timeout=CLOSE_TIMEOUT,
+    )
+    await runner.setup()
+    try:
+        await web.SockSite(runner, sock, backlog=BACKLOG).start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args(argv)
+    sock = socket.socket(socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((HOST, args.port))
+    sock.listen(BACKLOG)
+    sock.set_inheritable(True)
+    print(f"ceiling: http://{HOST}:{sock.getsockname()[1]}/ ({args.workers} workers)",
+          file=sys.stderr, flush=True)
+    if args.workers == 1:
+        asyncio.run(_serve(sock))
+        return 0
+    children: list[int] = []
+    for _ in range(args.workers):
+        pid = os.fork()
+        if pid == 0:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            try:
+                asyncio.run(_serve(sock))
+            finally:
+                os._exit(0)
+        children.append(pid)
+
+    def stop(signum: int, _frame: object) -> None:
+        for child in children:
+            try:
+                os.kill(child, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for child in children:
+        try:
+            os.waitpid(child, 0)
+        except ChildProcessError:
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The fast lookup paths answer exactly as the straightforward ones.
+
+`IndexReader.lookup` (the whole batch's Bloom positions at once) and
+`IndexReader.lookup_one` (plain Python, for a single query) are checked against the
+reference of one shard at a time with `bloom.bloom_contains` and `searchsorted`,
+on every stored fingerprint of a real index and on strangers, Bloom false positives
+included; `Checker` gives the same verdicts whichever path a batch takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import Breach
+
+from indexer.bloom import bloom_contains
+from indexer.fingerprint import Fingerprinter
+from indexer.lookup import SCALAR_KEYS, Checker
+from indexer.matchkeys import parse_query
+from indexer.reader import IndexReader
+from indexer.shards import shard_of
+
+MEMBER_FIELDS = ("nir", "birth_date", "last_name", "first_name")
+
+
+@pytest.fixture(scope="module")
+def reader(breach: Breach) -> Iterator[IndexReader]:
+    opened = IndexReader.open_current(
+        breach.index_dir, Fingerprinter(breach.pepper_file.read_bytes())
+    )
+    yield opened
+    opened.close()
+
+
+def _reference(reader: IndexReader, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(Bloom says maybe, meta rows) one shard at a time, the plain way."""
+    maybe = np.zeros(len(fps), dtype=bool)
+    rows = np.zeros((len(fps), reader.n_sources), dtype=np.uint8)
+    shard_ids = shard_of(fps, reader.shard_count)
+    for shard_id in range(reader.shard_count):
+        mine = np.flatnonzero(shard_ids == shard_id)
+        generation = reader.path / "shards"
+        stored = np.fromfile(generation / f"{shard_id:03d}.fp", dtype="<u8")
+        if not len(mine) or not len(stored):
+            continue
+        meta = np.fromfile(generation / f"{shard_id:03d}.meta", dtype=np.uint8)
+        meta = meta.reshape(-1, reader.n_sources)
+        raw = np.fromfile(generation / f"{shard_id:03d}.bloom", dtype=np.uint8)
+        header = np.frombuffer(raw[:40].tobytes(), dtype="<u8")
+        bits = raw[40:]
+        maybe[mine] = bloom_contains(bits, fps[mine], int(header[1]), int(header[2]))
+        where = np.minimum(np.searchsorted(stored, fps[mine]), len(stored) - 1)
+        hit = stored[where] == fps[mine]
+        rows[mine[hit]] = meta[where[hit]]
+    return maybe, rows
+
+
+def _sample(reader: IndexReader) -> np.ndarray:
+    stored = np.concatenate([
+        np.fromfile(reader.path / f"shards/{n:03d}.fp", dtype="<u8")
+        for n in range(reader.shard_count)
+    ])
+    strangers = np.random.default_rng(7).integers(0, 2**64 - 1, 50_000, dtype=np.uint64)
+    mixed = np.concatenate([stored, strangers])
+    return mixed[np.random.default_rng(8).permutation(len(mixed))]
+
+
+def test_the_batch_path_agrees_with_the_reference(reader: IndexReader) -> None:
+    fps = _sample(reader)
+    maybe, expected = _reference(reader, fps)
+    assert maybe.sum() > reader.fingerprint_count  # some Bloom false positives are tested
+    for size in (1, 3, 17, 1000, len(fps)):
+        for start in range(0, min(len(fps), 5 * size), size):
+            chunk = slice(start, start + size)
+            assert (reader.lookup(fps[chunk]) == expected[chunk]).all()
+
+
+def test_the_one_key_path_agrees_with_the_reference(reader: IndexReader) -> None:
+    fps = _sample(reader)[:20_000]
+    _, expected = _reference(reader, fps)
+    for fp, row in zip(fps.tolist(), expected, strict=True):
+        got = reader.lookup_one(fp)
+        assert got == (row.tobytes() if row.any() else None)
+
+
+def test_verdicts_do_not_depend_on_the_path(breach: Breach, reader: IndexReader) -> None:
+    checker = Checker(reader)
+    queries = [parse_query({k: m[k] for k in MEMBER_FIELDS if m[k]}) for m in breach.members()]
+    batched = checker.check_many(queries)  # the vectorised path
+    small = [v for i in range(0, len(queries), 4) for v in checker.check_many(queries[i:i + 4])]
+    assert sum(len(q) for q in queries[:4]) <= SCALAR_KEYS  # ... and the key-by-key one
+    assert batched == small == [checker.check(q) for q in queries]
+    assert any(v["found"] for v in batched) and not all(v["found"] for v in batched)
