@@ -173,12 +173,12 @@ def _local_date(minute: int) -> dt.date:
     return dt.date.today()
 
 
-@lru_cache(maxsize=1 << 16)
 def _parse_date(text: str, field: str) -> tuple[str, dt.date | None]:
     """(canonical form, earliest day it can mean or None before 1880).
 
-    Cached, range test included: a dump of 33 million people holds only ~40,000
-    distinct dates of birth, and a bulk check of a member file as few.
+    Not cached here: the service must keep no identifier beyond the request (DESIGN
+    §2). The offline builder, which reads the plaintext dumps anyway, caches around
+    these functions (`indexer.records`).
     """
     if not text:
         raise IdentityError(field, "required", "The date of birth is missing.")
@@ -219,7 +219,6 @@ _A_TO_Z: Final = re.compile(r"[A-Z]+")
 _GIVEN_NAME_SPLIT: Final = re.compile(r"[\s,;]+")
 
 
-@lru_cache(maxsize=1 << 17)
 def fold_name(raw: str, field: str = "last_name") -> str:
     """The A-Z form of a name: case, diacritics, ligatures and separators fold away.
 

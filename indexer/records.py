@@ -7,6 +7,7 @@ are returned as reason codes, to be counted; nothing here keeps or reports conte
 
 from __future__ import annotations
 
+from functools import lru_cache, partial
 from typing import Final
 
 from .identity import (
@@ -17,6 +18,14 @@ from .identity import (
     normalize_nir,
 )
 from .matchkeys import strong_key, weak_key
+
+# Caches for the offline build only: a dump of 33 million people holds ~40,000 distinct
+# dates of birth and far fewer distinct names than rows, and the builder reads the
+# plaintext dumps anyway. The service never calls these (DESIGN §2: no identifier in a
+# cache): its queries go through `matchkeys.parse_query`, uncached.
+_record_date = lru_cache(maxsize=1 << 16)(partial(normalize_birth_date, query=False))
+_record_name = lru_cache(maxsize=1 << 17)(fold_name)
+_record_first = lru_cache(maxsize=1 << 16)(first_given_name)
 
 __all__ = ["DATA_CLASSES", "CLASS_BITS", "RecordKeys", "class_names", "record_keys"]
 
@@ -61,7 +70,7 @@ def record_keys(row: tuple[str, ...]) -> RecordKeys:
         faults.append("no_key")
         return keys, classes, faults
     try:
-        birth_date = normalize_birth_date(date_raw, query=False)
+        birth_date = _record_date(date_raw)
     except IdentityError:
         faults.append("invalid_birth_date")
         faults.append("no_key")
@@ -73,7 +82,7 @@ def record_keys(row: tuple[str, ...]) -> RecordKeys:
             faults.append("invalid_nir")
     if first_raw:
         try:
-            first = first_given_name(first_raw)
+            first = _record_first(first_raw)
         except IdentityError:
             faults.append("invalid_first_name")
         else:
@@ -81,7 +90,7 @@ def record_keys(row: tuple[str, ...]) -> RecordKeys:
                 if not raw:
                     continue
                 try:
-                    key = weak_key(fold_name(raw), first, birth_date)
+                    key = weak_key(_record_name(raw), first, birth_date)
                 except IdentityError:
                     faults.append(reason)
                     continue

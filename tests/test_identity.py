@@ -540,3 +540,17 @@ def test_first_given_name_on_any_text_is_canonical_or_identity_error(raw: str) -
         assert error.field == "first_names"
         return
     assert CANONICAL_NAME.fullmatch(result)
+
+
+def test_query_side_normalisation_keeps_no_cache_of_identifiers() -> None:
+    """DESIGN §2: identifiers live in the request only, never in a cache. The service
+    normalises queries with these functions, so none of them may memoise its input."""
+    import indexer.identity as identity
+    import indexer.matchkeys as matchkeys
+
+    for module in (identity, matchkeys):
+        for name in dir(module):
+            value = getattr(module, name)
+            if callable(value) and hasattr(value, "cache_info"):
+                # Only the clock's date is cached (keyed by the minute, not by input).
+                assert name == "_local_date", f"{module.__name__}.{name} caches its inputs"
