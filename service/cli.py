@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import ipaddress
 import logging
 import os
@@ -236,6 +237,11 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
     try:
         site = web.SockSite(runner, sock, backlog=BACKLOG)
         await site.start()
+        # Everything loaded so far (modules, the app, the index's metadata) lives as long
+        # as the worker: move it out of the collector's sight, so full collections stay
+        # short (they were the 13-20 ms pauses behind the p99 at 80% of peak).
+        gc.collect()
+        gc.freeze()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):

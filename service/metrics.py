@@ -21,6 +21,9 @@ def route_label(request: web.Request) -> str:
     return resource.canonical if resource is not None else "unmatched"
 
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -28,6 +31,7 @@ class Metrics:
             "exposure_http_requests", "HTTP requests by route and status",
             ["route", "method", "status"], registry=self.registry,
         )
+        self._request_children: dict[tuple[str, str, int], Counter] = {}
         self.lookup_latency = Histogram(
             "exposure_lookup_seconds", "Time to normalise, fingerprint and look up one query",
             ["kind"], registry=self.registry,
@@ -66,6 +70,18 @@ class Metrics:
             registry=self.registry,
         )
         self.ready = Gauge("exposure_ready", "1 when an index is loaded", registry=self.registry)
+
+    def count_request(self, route: str, method: str, status: int) -> None:
+        # `labels()` takes a lock and builds a key on every call: keep the children.
+        # The label values are bounded (route templates, methods, statuses).
+        if method not in _METHODS:
+            method = "OTHER"  # a client chooses the method: keep the label bounded
+        key = (route, method, status)
+        child = self._request_children.get(key)
+        if child is None:
+            child = self._request_children[key] = self.requests.labels(
+                route, method, str(status))
+        child.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -11,7 +11,9 @@ every other route `application/problem+json`.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import os
 import re
 import secrets
 import time
@@ -91,10 +93,21 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
     return error
 
 
+# A request id only has to be unique, not secret: a random prefix, the worker's pid
+# (workers are forked after import) and a counter cost far less than reading the
+# system's random source per request.
+_REQUEST_IDS: Final = itertools.count(1)
+_REQUEST_ID_PREFIX: Final = secrets.token_hex(3)
+
+
+def _next_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{os.getpid():x}-{next(_REQUEST_IDS):x}"
+
+
 @web.middleware
 async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     supplied = request.headers.get("X-Request-Id", "")
-    request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else secrets.token_hex(8)
+    request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else _next_request_id()
     request[REQUEST_ID] = request_id
     started = time.perf_counter()
     route = route_label(request)
@@ -109,7 +122,7 @@ async def middleware(request: web.Request, handler: Handler) -> web.StreamRespon
     if inflight.draining:
         response.force_close()  # shutting down: no further request on this connection
     elapsed = time.perf_counter() - started
-    request.app[METRICS].requests.labels(route, request.method, str(response.status)).inc()
+    request.app[METRICS].count_request(route, request.method, response.status)
     log.info("request", extra={
         "request_id": request_id, "route": route, "method": request.method,
         "status": response.status, "duration_ms": round(elapsed * 1000, 3),
