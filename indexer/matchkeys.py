@@ -62,11 +62,18 @@ class QueryError(ValueError):
         self.errors = errors
 
 
-def parse_query(fields: Mapping[str, object], *, today: dt.date | None = None) -> list[MatchKey]:
+def parse_query(
+    fields: Mapping[str, object], *, today: dt.date | None = None,
+    memo: dict[tuple[str, str], str] | None = None,
+) -> list[MatchKey]:
     """The match keys of a query, strong first.
 
     Empty or blank fields count as absent. Every supplied field must be valid, even
     when another complete key could be formed: a typo is reported, never ignored.
+
+    `memo` lets one bulk request reuse the normalised names and dates of its earlier
+    lines (a member file repeats them a lot). It belongs to that request and dies with
+    it: nothing here keeps an identifier beyond the request (DESIGN §2).
     """
     supplied: dict[str, str] = {}
     errors: list[IdentityError] = []
@@ -81,7 +88,13 @@ def parse_query(fields: Mapping[str, object], *, today: dt.date | None = None) -
     normal: dict[str, str] = {}
     for name, value in supplied.items():
         try:
-            normal[name] = _normalize_query_field(name, value, today)
+            if memo is None or name == "nir":  # NIRs are unique per person: no reuse
+                normal[name] = _normalize_query_field(name, value, today)
+            elif (known := memo.get((name, value))) is not None:
+                normal[name] = known
+            else:
+                normal[name] = memo[(name, value)] = _normalize_query_field(
+                    name, value, today)
         except IdentityError as exc:
             errors.append(exc)
     if errors:

@@ -133,10 +133,16 @@ def _error(line: int, ref: Any, field: str | None, code: str, message: str) -> d
             "error": {"field": field, "code": code, "message": message}}
 
 
+_MEMO_ENTRIES: Final = 1 << 16
+
+
 class _Parser:
     """Turns one raw line into (ref, fields) or an error; NDJSON or CSV."""
 
     def __init__(self, csv_mode: bool) -> None:
+        # Normalised names and dates of this request's earlier lines, for reuse; it
+        # lives and dies with the request, and is bounded.
+        self.memo: dict[tuple[str, str], str] = {}
         self.csv_mode = csv_mode
         self.columns: dict[str, int] | None = None
         self.delimiter = ","
@@ -374,7 +380,9 @@ def _process(
             continue
         try:
             # parse_query reads only the QUERY_FIELDS of the mapping: no copy needed.
-            keys = parse_query(fields)
+            if len(parser.memo) > _MEMO_ENTRIES:
+                parser.memo.clear()
+            keys = parse_query(fields, memo=parser.memo)
         except QueryError as exc:
             first: IdentityError = exc.errors[0]
             answers.append(_error(line, ref, first.field, first.code, first.message))

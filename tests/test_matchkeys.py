@@ -523,3 +523,20 @@ def test_parse_query_returns_keys_or_raises_query_error(fields: dict[str, object
     for key in keys:
         assert isinstance(key, MatchKey)
         assert key.canonical.startswith(f"{key.strength}|")
+
+
+def test_a_request_memo_gives_the_same_keys_and_never_holds_a_nir() -> None:
+    memo: dict[tuple[str, str], str] = {}
+    queries = [
+        {"nir": "2 95 10 99 126 111 93", "birth_date": "01/10/1995",
+         "last_name": "Lætitia", "first_name": "D'Artagnan"},
+        {"last_name": "LAETITIA", "first_name": "d’artagnan", "birth_date": "1995-10-01"},
+        {"last_name": "Lætitia", "first_name": "D'Artagnan", "birth_date": "01/10/1995"},
+    ]
+    for query in queries:
+        assert parse_query(query, memo=memo) == parse_query(query)
+    assert all(name != "nir" for name, _ in memo)
+    with pytest.raises(QueryError):  # an invalid value is never remembered as valid
+        parse_query({"last_name": "R2D2", "first_name": "Jean", "birth_date": "1995-10-01"},
+                    memo=memo)
+    assert ("last_name", "R2D2") not in memo
