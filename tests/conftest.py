@@ -104,3 +104,19 @@ def api_key(settings: Settings) -> str:
     finally:
         store.close()
     return token
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright: shared by the browser tests."""
+    from playwright.async_api import async_playwright
+    from test_browser import CHROMIUM, LAUNCH_ARGS
+
+    async with async_playwright() as playwright:
+        chromium = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True
+        )
+        try:
+            yield chromium
+        finally:
+            await chromium.close()

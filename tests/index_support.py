@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import service_support
 from stdnum.fr import nir as stdnum_nir
 
 from indexer.build import BuildOptions, BuildReport, build_index
@@ -65,23 +66,8 @@ BETA_CSV = (
     "tp_guarantees\n"
     f"{ZELIE_NIR},Quintavalle-Bruckner,,Zélie-Hortense,1994-03-15,,,M,\n"
 )
-SOURCES_TOML = """\
-[[sources]]
-id = "alpha-2024"
-title = "Alpha"
-breach_date = "2024-01-29"
-description = "First hand-written source."
-path = "alpha.csv"
-encoding = "utf-8"
-delimiter = ";"
-
-[[sources]]
-id = "beta-2024"
-title = "Beta"
-breach_date = "2024-02-05"
-description = "Second hand-written source."
-path = "beta.csv"
-"""
+# The same two hand-written sources (ids, titles, files) as the service tests use.
+SOURCES_TOML = service_support.SOURCES_TOML
 
 # What the build must count for the hand-written dump (counts only, per reason).
 ALPHA_FAULTS = {

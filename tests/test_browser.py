@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,6 @@ from playwright.async_api import (
     Page,
     Request,
     WebError,
-    async_playwright,
     expect,
 )
 from test_form import CATALOGUES, pick
@@ -56,18 +55,6 @@ pytestmark = [
 async def base_url(aiohttp_server: Callable[..., Any], settings: Any) -> str:
     server = await aiohttp_server(create_app(settings))
     return str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 class Watch:

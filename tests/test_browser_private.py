@@ -23,7 +23,7 @@ import datetime as dt
 import json
 import re
 import unicodedata
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, quote_plus, unquote_plus
@@ -31,8 +31,8 @@ from urllib.parse import quote, quote_plus, unquote_plus
 import aiohttp
 import pytest
 from conftest import Breach
-from playwright.async_api import Browser, Page, Request, async_playwright, expect
-from test_browser import CHROMIUM, LAUNCH_ARGS, PHONE, Watch, axe, new_page
+from playwright.async_api import Browser, Page, Request, expect
+from test_browser import CHROMIUM, PHONE, Watch, axe, new_page
 from test_form import CATALOGUES, pick
 from test_oprf import RFC9497_OPRF_VECTORS
 
@@ -88,18 +88,6 @@ async def base_url(aiohttp_server: Callable[..., Any], make_settings: Callable[.
     settings = make_settings(index_dir=index_dir, oprf_key_file=key_file)
     server = await aiohttp_server(create_app(settings))
     return str(server.make_url("")).rstrip("/")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=LAUNCH_ARGS, headless=True
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def library_page(browser: Browser, base_url: str) -> tuple[Page, Watch]:
