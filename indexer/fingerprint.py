@@ -20,13 +20,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
+
+from .secret_files import read_secret_file, resolve_secret_file
 
 __all__ = [
     "PEPPER_ENV",
@@ -51,37 +52,23 @@ class PepperError(Exception):
 
 def resolve_pepper_file(flag: str | os.PathLike[str] | None) -> Path:
     """`--pepper-file F`, else `$EXPOSURE_PEPPER_FILE`, else a PepperError."""
-    chosen = flag if flag is not None else os.environ.get(PEPPER_ENV)
-    if not chosen:
-        raise PepperError(
-            f"no pepper: pass --pepper-file FILE or set {PEPPER_ENV} "
-            f"(create one with: head -c 32 /dev/urandom > pepper.key && chmod 600 pepper.key)"
-        )
-    return Path(chosen)
+    return resolve_secret_file(
+        flag, PEPPER_ENV,
+        f"no pepper: pass --pepper-file FILE or set {PEPPER_ENV} "
+        f"(create one with: head -c 32 /dev/urandom > pepper.key && chmod 600 pepper.key)",
+        PepperError,
+    )
 
 
 def load_pepper(path: Path) -> bytes:
     """The pepper bytes: a raw file of >= 32 bytes, or >= 64 hex digits."""
-    try:
-        raw = path.read_bytes()
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise PepperError(f"cannot read the pepper file {path}: {exc.strerror}") from exc
+    raw = read_secret_file(path, "pepper file", PepperError)
     stripped = raw.strip()
     pepper = bytes.fromhex(stripped.decode()) if _HEX_PEPPER.fullmatch(stripped) else raw
     if len(pepper) < MIN_PEPPER_BYTES:
         raise PepperError(
             f"the pepper file {path} holds {len(pepper)} bytes; it needs at least "
             f"{MIN_PEPPER_BYTES} random bytes (head -c 32 /dev/urandom > {path})"
-        )
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        # Not fatal (a Kubernetes secret mount may be 0644 inside a private pod), but
-        # an operator should know.
-        import warnings
-
-        warnings.warn(
-            f"the pepper file {path} is readable by other users: chmod 600 it",
-            stacklevel=2,
         )
     return pepper
 

@@ -54,10 +54,8 @@ import multiprocessing
 import os
 import re
 import secrets
-import stat
 import sys
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
@@ -73,6 +71,7 @@ from . import oprf
 from .dumps import DumpLayout, detect_layout, iter_blocks, parse_block
 from .manifest import ManifestError, checksum_file, load_manifest
 from .records import record_keys
+from .secret_files import read_secret_file, resolve_secret_file
 from .sources import load_sources
 
 __all__ = [
@@ -148,21 +147,16 @@ _NEW_KEY_HINT: Final = (
 
 def resolve_oprf_key_file(flag: str | os.PathLike[str] | None) -> Path:
     """`--oprf-key-file F`, else `$EXPOSURE_OPRF_KEY_FILE`, else an OprfKeyError."""
-    chosen = flag if flag is not None else os.environ.get(OPRF_KEY_ENV)
-    if not chosen:
-        raise OprfKeyError(
-            f"no OPRF key: pass --oprf-key-file FILE or set {OPRF_KEY_ENV} ({_NEW_KEY_HINT})"
-        )
-    return Path(chosen)
+    return resolve_secret_file(
+        flag, OPRF_KEY_ENV,
+        f"no OPRF key: pass --oprf-key-file FILE or set {OPRF_KEY_ENV} ({_NEW_KEY_HINT})",
+        OprfKeyError,
+    )
 
 
 def load_oprf_key(path: Path) -> bytes:
     """The OPRF secret key: 32 raw bytes or 64 hex digits, a canonical non-zero scalar."""
-    try:
-        raw = path.read_bytes()
-        mode = path.stat().st_mode
-    except OSError as exc:
-        raise OprfKeyError(f"cannot read the OPRF key file {path}: {exc.strerror}") from exc
+    raw = read_secret_file(path, "OPRF key file", OprfKeyError)
     stripped = raw.strip()
     if _HEX_KEY.fullmatch(stripped):
         key = bytes.fromhex(stripped.decode("ascii"))
@@ -181,10 +175,6 @@ def load_oprf_key(path: Path) -> bytes:
             f"the OPRF key file {path} is not a ristretto255 scalar (32 bytes little-endian, "
             f"below the group order, not zero): random bytes are not; {_NEW_KEY_HINT}"
         ) from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        warnings.warn(
-            f"the OPRF key file {path} is readable by other users: chmod 600 it", stacklevel=2
-        )
     return key
 
 
