@@ -53,6 +53,8 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from build_bench import _memory_kib, _tree  # noqa: E402
+
 from indexer.build import BuildOptions, build_index  # noqa: E402
 from indexer.synth import write_synthetic_breach  # noqa: E402
 from service.apikeys import KeyStore  # noqa: E402
@@ -119,20 +121,11 @@ class Service:
     error_lines: list[str] = field(default_factory=list)
 
     def pids(self) -> list[int]:
-        pids = [self.process.pid]
-        with contextlib.suppress(OSError):
-            path = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
-            pids += [int(pid) for pid in path.read_text().split()]
-        return pids
+        return _tree(self.process.pid)
 
     def rss(self) -> int:
-        total = 0
-        for pid in self.pids():
-            with contextlib.suppress(OSError):
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1]) * 1024
-        return total
+        """Resident bytes of the server and its workers (the bench's one tree walker)."""
+        return sum(_memory_kib(pid)[0] for pid in self.pids()) * 1024
 
 
 def _drain(stream: IO[bytes], service: Service) -> None:
