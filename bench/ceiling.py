@@ -5,6 +5,13 @@
 itself costs for one small JSON request on this machine; DESIGN §6 asks the real
 `/v1/check` to reach 80% of it with the same worker count and the same load tool.
 
+`--variant lookup` is the limit, not the ceiling: the same bare handler doing only
+the work no lookup service can skip (normalise the query, fingerprint its keys, look
+them up, encode the verdict) on a real index, with no middleware, authentication,
+rate limit, headers, log or metrics. Its ratio to the ceiling bounds what any
+`/v1/check` built on this normalisation and lookup code can reach in this process
+model; the service's distance to it is the cost of its features.
+
 Same process model as `exposure-serve` (service/cli.py): the parent binds and
 listens once, with the service's backlog, forks N workers that accept on the shared
 socket, each running an `AppRunner` with the service's runner settings (no access
@@ -25,6 +32,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Final
 
@@ -33,10 +41,15 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from indexer.fingerprint import Fingerprinter, load_pepper  # noqa: E402
+from indexer.lookup import Checker  # noqa: E402
+from indexer.matchkeys import parse_query  # noqa: E402
+from indexer.reader import IndexReader  # noqa: E402
 from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 HOST: Final = "127.0.0.1"
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 NOT_FOUND: Final = orjson.dumps({"found": False, "match": None, "sources": []})
 
 
@@ -49,17 +62,30 @@ async def ready(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status": "ready"}', content_type="application/json")
 
 
-def create_ceiling_app() -> web.Application:
+def lookup_handler(index: Path, pepper: Path) -> Handler:
+    """The limit's handler: only the work every lookup needs (the bench's bodies are
+    all valid queries, so there is no error path)."""
+    checker = Checker(IndexReader.open_current(index, Fingerprinter(load_pepper(pepper))))
+
+    async def lookup(request: web.Request) -> web.Response:
+        verdict = checker.check(parse_query(orjson.loads(await request.read())))
+        return web.Response(body=orjson.dumps(verdict), content_type="application/json")
+
+    return lookup
+
+
+def create_ceiling_app(handler: Handler = check) -> web.Application:
     app = web.Application(client_max_size=Settings().max_check_bytes)
-    app.router.add_post("/v1/check", check)
+    app.router.add_post("/v1/check", handler)
     app.router.add_get("/readyz", ready)
     return app
 
 
-async def _serve(sock: socket.socket) -> None:
+async def _serve(sock: socket.socket, args: argparse.Namespace) -> None:
     defaults = Settings()
+    handler = lookup_handler(args.index, args.pepper_file) if args.variant == "lookup" else check
     runner = web.AppRunner(
-        create_ceiling_app(), handle_signals=False, access_log=None,
+        create_ceiling_app(handler), handle_signals=False, access_log=None,
         keepalive_timeout=defaults.keepalive_timeout,
         lingering_time=min(LINGERING_SECONDS, defaults.body_timeout),
         shutdown_timeout=CLOSE_TIMEOUT,
@@ -80,7 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--variant", choices=("trivial", "lookup"), default="trivial",
+                        help="trivial: the ceiling; lookup: the limit (needs --index and "
+                        "--pepper-file)")
+    parser.add_argument("--index", type=Path, help="index directory, for --variant lookup")
+    parser.add_argument("--pepper-file", type=Path, help="pepper, for --variant lookup")
     args = parser.parse_args(argv)
+    if args.variant == "lookup" and not (args.index and args.pepper_file):
+        parser.error("--variant lookup needs --index and --pepper-file")
     sock = socket.socket(socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((HOST, args.port))
@@ -89,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ceiling: http://{HOST}:{sock.getsockname()[1]}/ ({args.workers} workers)",
           file=sys.stderr, flush=True)
     if args.workers == 1:
-        asyncio.run(_serve(sock))
+        asyncio.run(_serve(sock, args))
         return 0
     children: list[int] = []
     for _ in range(args.workers):
@@ -98,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                asyncio.run(_serve(sock))
+                asyncio.run(_serve(sock, args))
             finally:
                 os._exit(0)
         children.append(pid)

@@ -188,13 +188,14 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
     plan = ctx.plan
     connections = 32 * workers
     keys_db = ctx.work / "keys-throughput.sqlite"
-    runs: dict[str, list[dict[str, Any]]] = {"ceiling": []}
-    servers = {"ceiling": serving.ceiling_command(workers)}
+    index = ctx.index_dir(1_000_000)
+    runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "limit": []}
+    servers = {"ceiling": serving.ceiling_command(workers),
+               "limit": serving.ceiling_command(workers, lookup=(index, ctx.pepper))}
     for level in plan.log_levels:
         name = "service" if level == "INFO" else f"service-{level.lower()}"
         runs[name] = []
-        servers[name] = serving.service_command(ctx.index_dir(1_000_000), ctx.pepper,
-                                                keys_db, workers, level)
+        servers[name] = serving.service_command(index, ctx.pepper, keys_db, workers, level)
     memory: list[dict[str, float]] = []
     latency: dict[str, Any] = {}
     with _servers(ctx, servers, workers) as running:
@@ -234,6 +235,7 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
         "workers": workers, "connections": connections, "runs": runs,
         "median_rps": {name: round(value) for name, value in medians.items()},
         "ratio": round(medians["service"] / medians["ceiling"], 3),
+        "limit_ratio": round(medians["limit"] / medians["ceiling"], 3),
         "pair_ratios": [round(r, 3) for r in pairs],
         "latency_at_80pct": latency,
         "service_memory_after_load": memory,
@@ -250,7 +252,7 @@ class _servers:
     def __enter__(self) -> dict[str, serving.Server]:
         running = {}
         for name, command in self.commands.items():
-            kind = "ceiling" if name == "ceiling" else "service"
+            kind = "service" if name.startswith("service") else "ceiling"
             manager = serving.running(kind, command, self.workers, self.ctx.work / name,
                                       "INFO" if name == "service" else "WARNING")
             running[name] = manager.__enter__()

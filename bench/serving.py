@@ -78,9 +78,14 @@ def service_command(index_dir: Path, pepper: Path, keys_db: Path, workers: int,
             "--log-level", log_level]
 
 
-def ceiling_command(workers: int) -> list[str]:
-    return [sys.executable, str(ROOT / "bench" / "ceiling.py"), "--port", "0",
-            "--workers", str(workers)]
+def ceiling_command(workers: int, lookup: tuple[Path, Path] | None = None) -> list[str]:
+    """The ceiling; with `lookup` = (index, pepper), the limit (bench/ceiling.py)."""
+    command = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "--port", "0",
+               "--workers", str(workers)]
+    if lookup is not None:
+        command += ["--variant", "lookup", "--index", str(lookup[0]),
+                    "--pepper-file", str(lookup[1])]
+    return command
 
 
 def _wait_ready(server: Server, deadline: float, loaded_lines: int) -> None:
