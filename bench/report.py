@@ -228,7 +228,35 @@ def markdown(results: dict[str, Any]) -> str:
         for name, title in (("check", "`POST /v1/check` under wrk"),
                             ("bulk", "`POST /v1/check/batch`, one NDJSON stream")):
             lines.append(profiling.render(title, results["profiles"][name]))
+    if "private" in results:
+        lines += _private_section(results["private"])
     return "\n".join(lines) + "\n"
+
+
+def _private_section(p: dict[str, Any]) -> list[str]:
+    ops, size, bulk = p["per_core_ops_per_s"], p["bytes_per_check"], p["bulk_checks_per_s"]
+    build = p["private_build"]
+    return [
+        "", f"## Private lookups (DESIGN §7, `{p['command']}`)", "",
+        f"Load average {p['load_before']:.2f} → {p['load_after']:.2f}.", "",
+        "| what | figure |", "|---|---:|",
+        f"| service `blind_evaluate`, one core | {ops['service_blind_evaluate']:,} "
+        "evaluations/s |",
+        f"| service work per item (evaluate + padded bucket + hex), one core | "
+        f"{ops['service_item_total']:,} items/s |",
+        f"| client blind + finalize, one core | {ops['client_blind_plus_finalize']:,} keys/s |",
+        f"| bytes per check (strong + weak: 2 items) | request {size['request']:,} B, answer "
+        f"{size['response']:,} B ({size['bucket_size']} entries of {size['output_bytes']} "
+        "bytes per item) |",
+        f"| bulk private checks, in process | {bulk['in_process']:,} checks/s |",
+        f"| bulk private checks over HTTP, one worker | "
+        f"{bulk['http_loopback_1_worker']:,} checks/s |",
+        f"| private build | {build['records_per_s']:,} records/s with {build['workers']} "
+        f"workers ({build['breach_hours_at_this_rate']} h for 33 M records) |",
+        "", "The client's blinding and finalization bound the bulk rate: the server spends "
+        f"~1/{ops['service_item_total']:,} s per item, the client "
+        f"~2/{ops['client_blind_plus_finalize']:,} s.",
+    ]
 
 
 def summary_text(results: dict[str, Any]) -> str:

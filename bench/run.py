@@ -15,7 +15,8 @@ What it measures (loopback only, 127.0.0.1; every load is bounded in time):
 - build: records/s and peak memory (bench/build_bench.py) at 1M, and 33M with FULL;
 - start-up: time from exec to every worker ready, RSS and PSS of each worker, as the
   index grows (1M; 3M and 10M in the full run; 33M with FULL);
-- profiles (full run): py-spy under /v1/check load and under bulk, by area.
+- profiles (full run): py-spy under /v1/check load and under bulk, by area;
+- private lookups (full run, DESIGN §7): bench/private_bench.py on a breach of its own.
 
 The machine is shared: the 1-minute load average is recorded next to each phase,
 figures are medians of repeats, and targets are judged on ratios measured side by
@@ -442,6 +443,21 @@ def startup(ctx: Context, records: int) -> dict[str, Any]:
     return figures
 
 
+# --------------------------------------------------------------------------- private
+
+
+def private(records: int = 20_000, checks: int = 2_000) -> dict[str, Any]:
+    """Private lookups (DESIGN §7): bench/private_bench.py on a small breach of its own."""
+    say(f"private lookups: {records:,} records, {checks:,} checks")
+    command = [sys.executable, str(BENCH / "private_bench.py"), "--records", str(records),
+               "--checks", str(checks)]
+    out = subprocess.run(command, capture_output=True, text=True, timeout=900,
+                         check=True).stdout
+    figures: dict[str, Any] = json.loads(out)
+    figures["command"] = f"python bench/private_bench.py --records {records} --checks {checks}"
+    return figures
+
+
 # --------------------------------------------------------------------------- profiles
 
 
@@ -571,6 +587,7 @@ def main(argv: list[str] | None = None) -> int:
                               if (ctx.index_dir(records) / "current").exists()]
         if plan.profile:
             results["profiles"] = profiles(ctx, lua, ctx.work / "bulk.ndjson")
+            results["private"] = private()
         results["environment"]["load_at_end"] = load()
         results["environment"]["wall_seconds"] = round(time.monotonic() - started)
         verdicts = report.judge(results)
