@@ -60,26 +60,36 @@ def _valid_nir_month(month: int) -> bool:
     return 1 <= month <= 12 or 20 <= month <= 42 or 50 <= month <= 99
 
 
+# The months `_valid_nir_month` accepts, as the two characters of a NIR.
+_NIR_MONTHS: Final = frozenset(f"{month:02d}" for month in range(100) if _valid_nir_month(month))
+
+
 def normalize_nir(raw: str, field: str = "nir") -> str:
     """The 15-character NIR (with its key), upper case, separators removed.
 
     13 characters are accepted and the key is computed; 15 must carry a valid key.
     """
-    compact = raw if raw.isascii() and raw.isdigit() else raw.translate(_NIR_SEPARATORS).upper()
-    if len(compact) in (13, 15) and compact.isascii() and compact.isdigit():
-        # The common case (digits, maybe spaced): no letter, so the shape test below
-        # reduces to the sex digit, and the key is a plain mod 97. Same checks in the
-        # same order as the general path; ~3x faster.
-        if compact[0] not in _SEX_DIGITS:
-            raise _sex_digit_error(field)
-        if not _valid_nir_month(int(compact[3:5])):
-            raise _month_error(field)
-        key = f"{97 - int(compact[:13]) % 97:02d}"
-        if len(compact) == 13:
-            return compact + key
-        if compact[13:] != key:
-            raise _checksum_error(field)
-        return compact
+    # The common case, a valid NIR of digits (maybe typed with spaces or dots), is
+    # accepted here with the checks of the general path: without a letter, the shape
+    # test reduces to the sex digit and the key is a plain mod 97 of the number.
+    # Anything else, errors included, takes the general path, which names the first
+    # fault. Two to three times faster than that path; it runs once per bulk line.
+    compact = raw
+    if not (raw.isdigit() and raw.isascii()):
+        compact = raw.replace(" ", "").replace(".", "")
+        if not (compact.isdigit() and compact.isascii()):
+            return _normalize_nir_general(raw.translate(_NIR_SEPARATORS).upper(), field)
+    if compact[3:5] in _NIR_MONTHS and compact[0] in _SEX_DIGITS:
+        if len(compact) == 15:
+            body, key = divmod(int(compact), 100)
+            if body % 97 + key == 97:  # key == 97 - body % 97, both in 1..97
+                return compact
+        elif len(compact) == 13:
+            return f"{compact}{97 - int(compact) % 97:02d}"
+    return _normalize_nir_general(compact, field)
+
+
+def _normalize_nir_general(compact: str, field: str) -> str:
     if not compact:
         raise IdentityError(field, "required", "The social security number is missing.")
     if not compact.isascii() or not compact.isalnum():
@@ -225,12 +235,7 @@ def fold_name(raw: str, field: str = "last_name") -> str:
     `Lætitia` -> `LAETITIA`, `D'Artagnan` -> `DARTAGNAN`, `Le Gall` -> `LEGALL`.
     Anything that does not fold to A-Z (digits, other scripts, symbols) is rejected.
     """
-    # upper() first: it expands ß to SS, and its output is what decomposition sees, so
-    # a letter whose capital gains a combining mark (ǰ -> J̌) still loses it below.
-    text = raw.upper().translate(_LETTER_FOLDS)
-    text = unicodedata.normalize("NFKD", text)
-    text = "".join(ch for ch in text if not unicodedata.combining(ch))
-    text = text.translate(_NAME_SEPARATORS)
+    text = _fold_ascii(raw) if raw.isascii() else _fold_unicode(raw)
     if not text:
         raise IdentityError(field, "required", "The name is missing.")
     if not (text.isascii() and _A_TO_Z.fullmatch(text)):
@@ -239,6 +244,22 @@ def fold_name(raw: str, field: str = "last_name") -> str:
             "A name holds only letters, spaces, hyphens and apostrophes.",
         )
     return text
+
+
+def _fold_ascii(raw: str) -> str:
+    # `_fold_unicode` of an ASCII name, about four times faster: ASCII has no ligature,
+    # and decomposition leaves it as it is, without a combining mark; only case and
+    # separators fold. Most names of a member file are ASCII.
+    return raw.upper().translate(_NAME_SEPARATORS)
+
+
+def _fold_unicode(raw: str) -> str:
+    # upper() first: it expands ß to SS, and its output is what decomposition sees, so
+    # a letter whose capital gains a combining mark (ǰ -> J̌) still loses it below.
+    text = raw.upper().translate(_LETTER_FOLDS)
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return text.translate(_NAME_SEPARATORS)
 
 
 def first_given_name(raw: str, field: str = "first_names") -> str:

@@ -4,6 +4,8 @@ One function for one query and for a million: fingerprints are computed for the
 whole batch, looked up in one vectorised call, then each query's keys are read back
 strongest first. For each source the strongest matching key wins and its record's
 data classes are reported (`exposed`); the top-level `match` is the strongest of all.
+Queries come as canonical keys (`matchkeys.canonical_keys`), whose form says their
+strength, or as MatchKeys (`check`, `check_many`), which carry the same.
 
 A handful of keys (one `/v1/check`) is looked up key by key instead (numpy's call
 overhead would cost ten times the lookup). A verdict depends only on which kinds of
@@ -15,12 +17,13 @@ kinds, never a key or a fingerprint.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from itertools import chain
+from typing import Any, Final, cast
 
 import numpy as np
 
-from .matchkeys import MatchKey
+from .matchkeys import MATCHED_ON, MatchKey, Strength, key_strength
 from .reader import IndexReader
 from .records import class_names
 
@@ -38,8 +41,15 @@ SCALAR_KEYS: Final = 16
 # Distinct verdicts kept; past this (a pathological index) the cache starts again.
 MAX_VERDICTS: Final = 4096
 
-Row = bytes | None
-"""Class bits per source (one byte each) for one key, None when the key is absent."""
+Hits = bytes
+"""A query's hits, the cache key of its verdict: for each of its keys found, in order,
+b"s" (strong) or b"w" (weak) then its class bits per source (a byte each). A verdict
+depends on nothing else, and one bytes object is the cheapest key to build."""
+_TAGS: Final[dict[Strength, bytes]] = {"strong": b"s", "weak": b"w"}
+_STRENGTHS: Final[dict[int, Strength]] = {ord(tag): strength for strength, tag in _TAGS.items()}
+
+Found = Iterable[tuple[int, int, bytes]]
+"""The keys found: (query number, position among all the keys, class bits), ascending."""
 
 
 class Checker:
@@ -50,66 +60,77 @@ class Checker:
         self._source_heads = [
             {"id": s.id, "title": s.title, "breach_date": s.breach_date} for s in reader.sources
         ]
-        self._verdicts: dict[tuple[object, ...], Verdict] = {}
+        self._verdicts: dict[Hits, Verdict] = {}
 
     def check(self, keys: Sequence[MatchKey]) -> Verdict:
-        return self.check_many([keys])[0]
+        return self.check_keys([[key.canonical for key in keys]])[0]
 
     def check_many(self, queries: Sequence[Sequence[MatchKey]]) -> list[Verdict]:
-        canonicals = [key.canonical for keys in queries for key in keys]
-        rows = self._rows(canonicals)
-        verdicts: list[Verdict] = []
-        append = verdicts.append
-        position = 0
-        for keys in queries:
-            end = position + len(keys)
-            found = rows[position:end]
-            append(self._cached_verdict(keys, found) if any(found) else NOT_FOUND)
-            position = end
+        return self.check_keys([[key.canonical for key in keys] for keys in queries])
+
+    def check_keys(self, queries: Sequence[Sequence[str]]) -> list[Verdict]:
+        """The verdicts of queries given as canonical keys (`matchkeys.canonical_keys`).
+
+        What bulk checks call: the keys' strengths follow from their form, so no
+        MatchKey is built.
+        """
+        keys = list(chain.from_iterable(queries))
+        found = self._found_scalar(queries, keys) if len(keys) <= SCALAR_KEYS \
+            else self._found_vectorised(queries, keys)
+        verdicts: list[Verdict] = [NOT_FOUND] * len(queries)
+        cached = self._cached_verdict
+        owner, hits = -1, b""
+        for query, position, row in found:
+            if query != owner:
+                if hits:
+                    verdicts[owner] = cached(hits)
+                owner, hits = query, b""
+            hits += _TAGS[key_strength(keys[position])] + row
+        if hits:
+            verdicts[owner] = cached(hits)
         return verdicts
 
-    def _rows(self, canonicals: list[str]) -> list[Row]:
-        """Each key's row of class bits, None when absent."""
-        reader = self.reader
-        if len(canonicals) <= SCALAR_KEYS:
-            one, fingerprint = reader.lookup_one, reader.fingerprinter.one
-            return [one(fingerprint(canonical)) for canonical in canonicals]
-        table = reader.lookup(reader.fingerprinter.many(canonicals))
-        hits = np.flatnonzero(table.any(axis=1)).tolist()
-        rows: list[Row] = [None] * len(canonicals)
-        width = table.shape[1]
-        packed = table[hits].tobytes()
-        for i, position in enumerate(hits):
-            rows[position] = packed[i * width : (i + 1) * width]
-        return rows
+    def _found_scalar(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
+        one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
+        owners = [number for number, query in enumerate(queries) for _ in query]
+        return [(owners[position], position, row) for position, canonical in enumerate(keys)
+                if (row := one(fingerprint(canonical))) is not None]
 
-    def _cached_verdict(self, keys: Sequence[MatchKey], rows: Sequence[Row]) -> Verdict:
-        cache_key = tuple([(key.strength, key.matched_on, row)
-                           for key, row in zip(keys, rows, strict=True)])
-        verdict = self._verdicts.get(cache_key)
+    def _found_vectorised(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
+        positions, table = self.reader.lookup_hits(self.reader.fingerprinter.many(keys))
+        # The query of each key found: the first whose keys end past its position.
+        ends = np.fromiter(map(len, queries), dtype=np.intp, count=len(queries)).cumsum()
+        owners: list[int] = ends.searchsorted(positions, side="right").tolist()
+        # Each row as one bytes object, without a Python loop: a row is a void scalar.
+        rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.shape[1])))
+        return zip(owners, positions.tolist(), cast(list[bytes], rows.ravel().tolist()),
+                   strict=True)
+
+    def _cached_verdict(self, hits: Hits) -> Verdict:
+        verdict = self._verdicts.get(hits)
         if verdict is None:
             if len(self._verdicts) >= MAX_VERDICTS:
                 self._verdicts.clear()
-            verdict = self._verdicts[cache_key] = self._verdict(keys, rows)
+            verdict = self._verdicts[hits] = self._verdict(hits)
         return verdict
 
-    def _verdict(self, keys: Sequence[MatchKey], rows: Sequence[Row]) -> Verdict:
+    def _verdict(self, hits: Hits) -> Verdict:
         # Keys come strongest first (parse_query's order), so the first key that hits a
         # source is the strongest match for it.
         by_source: dict[int, dict[str, Any]] = {}
         best: str | None = None
-        for key, row in zip(keys, rows, strict=True):
-            if not row:
-                continue
-            for source, bits in enumerate(row):
+        width = 1 + self.reader.n_sources
+        for start in range(0, len(hits), width):
+            strength = _STRENGTHS[hits[start]]
+            for source, bits in enumerate(hits[start + 1 : start + width]):
                 if bits and source not in by_source:
                     by_source[source] = {
                         **self._source_heads[source],
-                        "matched_on": list(key.matched_on),
+                        "matched_on": list(MATCHED_ON[strength]),
                         "exposed": _EXPOSED[bits],
                     }
                     if best != "strong":
-                        best = key.strength
+                        best = strength
         return {
             "found": True,
             "match": best,

@@ -74,6 +74,8 @@ _SCALAR_OK: Final = sys.byteorder == "little"
 
 def _groups(ids: npt.NDArray[np.intp]) -> list[tuple[int, int, int]]:
     """(shard, start, end) of each run of equal shard ids in `ids` (sorted)."""
+    if not len(ids):
+        return []
     starts = np.flatnonzero(np.diff(ids)) + 1
     bounds = [0, *starts.tolist(), len(ids)]
     firsts = ids[bounds[:-1]].tolist()
@@ -155,63 +157,97 @@ class IndexReader:
         )
 
     def lookup(self, fingerprints: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint8]:
-        """Meta rows (n, n_sources) for the fingerprints: class bits per source, 0 = absent.
+        """Meta rows (n, n_sources) for the fingerprints: class bits per source, 0 = absent."""
+        fps = np.asarray(fingerprints, dtype=np.uint64)
+        result = np.zeros((len(fps), self.n_sources), dtype=np.uint8)
+        if self._num_slices is None:
+            # Shards with different numbers of hash functions: one shard at a time.
+            shard_ids = shard_of(fps, self.shard_count)
+            order = np.argsort(shard_ids, kind="stable")
+            bounds = np.flatnonzero(np.diff(shard_ids[order])) + 1
+            for group in np.split(order, bounds):
+                if len(group):
+                    self._lookup_into(int(shard_ids[group[0]]), fps[group], group, result)
+            return result
+        positions, rows = self._stored(fps, self._num_slices)
+        result[positions] = rows
+        return result
+
+    def lookup_hits(
+        self, fingerprints: npt.NDArray[np.uint64]
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
+        """(positions, rows): where in `fingerprints` (ascending) the present ones are,
+        and their meta rows; `lookup` with its all-zero rows left out.
+
+        What a bulk check needs: about half the keys of a member file are absent, and
+        their zero rows would only be allocated to be skipped.
+        """
+        fps = np.asarray(fingerprints, dtype=np.uint64)
+        if self._num_slices is None:
+            table = self.lookup(fps)
+            present = np.flatnonzero(table.any(axis=1))
+            return present, table[present]
+        positions, rows = self._stored(fps, self._num_slices)
+        # Ascending positions; a stored fingerprint without any class bit is absent.
+        order = positions.argsort()
+        order = order[rows[order].any(axis=1)]
+        return positions[order], rows[order]
+
+    def _stored(
+        self, fps: npt.NDArray[np.uint64], num_slices: int
+    ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
+        """(positions, rows) of the fingerprints stored in the index, in shard order.
 
         The fingerprints are grouped by shard; the Bloom positions of the whole batch
         are computed at once (each key with its shard's slice size), and only the
-        gathers from a shard's own mapped arrays run once per shard: ~4 numpy calls a
-        shard instead of ~20, which is what a batch of a thousand keys spread over 64
-        shards was paying for.
+        gathers from a shard's own mapped arrays run once per shard: three numpy calls
+        a shard, which is what a batch of a thousand keys spread over 64 shards pays.
         """
-        fps = np.asarray(fingerprints, dtype=np.uint64)
-        n = len(fps)
-        result = np.zeros((n, self.n_sources), dtype=np.uint8)
-        if not n:
-            return result
         shard_ids = shard_of(fps, self.shard_count)
-        order = np.argsort(shard_ids, kind="stable")
+        order = shard_ids.argsort(kind="stable")
         ids = shard_ids[order]
-        keys = fps[order]
-        if self._num_slices is None:
-            # Shards with different numbers of hash functions: one shard at a time.
-            bounds = np.flatnonzero(np.diff(ids)) + 1
-            for group in np.split(order, bounds):
-                self._lookup_into(int(shard_ids[group[0]]), fps[group], group, result)
-            return result
-        maybe = self._bloom_maybe(keys, ids, self._num_slices)
-        candidates = np.flatnonzero(maybe)
-        if not len(candidates):
-            return result
-        keys, ids = keys[candidates], ids[candidates]
-        where = np.empty(len(keys), dtype=np.intp)
-        stored = np.zeros(len(keys), dtype=np.uint64)
-        rows = np.zeros((len(keys), self.n_sources), dtype=np.uint8)
+        candidates = np.flatnonzero(self._bloom_maybe(fps[order], ids, num_slices))
+        keys, ids = fps[order[candidates]], ids[candidates]
+        stored = np.empty(len(keys), dtype=np.uint64)
+        rows = np.empty((len(keys), self.n_sources), dtype=np.uint8)
         for shard_id, start, end in _groups(ids):
             shard = self._shards[shard_id]
-            found = np.searchsorted(shard.fingerprints, keys[start:end])
-            np.minimum(found, len(shard.fingerprints) - 1, out=found)
-            where[start:end] = found
-            stored[start:end] = shard.fingerprints[found]
-            rows[start:end] = shard.meta[found]
+            where = shard.fingerprints.searchsorted(keys[start:end])
+            # "clip": past the last fingerprint reads the last one, which then differs.
+            shard.fingerprints.take(where, mode="clip", out=stored[start:end])
+            shard.meta.take(where, axis=0, mode="clip", out=rows[start:end])
         hit = stored == keys
-        result[order[candidates[hit]]] = rows[hit]
-        return result
+        return order[candidates[hit]], rows[hit]
 
     def _bloom_maybe(
         self, keys: npt.NDArray[np.uint64], ids: npt.NDArray[np.intp], num_slices: int
     ) -> npt.NDArray[np.bool_]:
-        """`key in bloom` for keys sorted by shard (`ids`), as `bloom.bloom_contains`."""
-        m = self._bits_per_slice[ids][:, None]
-        h1 = (keys & np.uint64(0xFFFFFFFF))[:, None]
-        h2 = (((keys >> np.uint64(32)) * np.uint64(_GOLDEN)) >> np.uint64(32) | np.uint64(1))
-        slices = np.arange(num_slices, dtype=np.uint64)[None, :]
-        positions = (h1 + slices * h2[:, None]) % m + slices * m
+        """`key in bloom` for keys sorted by shard (`ids`), as `bloom.bloom_contains`.
+
+        Slice i of a key's shard tests bit (h1 + i * h2) % m of that slice. Rather than
+        a modulo per slice (a 64-bit division per key and slice), the position moves
+        from slice to slice by h2 % m and wraps once at most: the same bits, computed
+        with two divisions per key.
+        """
+        m = self._bits_per_slice[ids]
+        h1 = keys & np.uint64(0xFFFFFFFF)
+        h2 = ((keys >> np.uint64(32)) * np.uint64(_GOLDEN)) >> np.uint64(32) | np.uint64(1)
+        step = h2 % m
+        position = h1 % m
+        positions = np.empty((len(keys), num_slices), dtype=np.uint64)
+        positions[:, 0] = position
+        base = m.copy()  # slice i starts at bit i * m
+        for i in range(1, num_slices):
+            position += step
+            position -= m * (position >= m)
+            positions[:, i] = position + base
+            base += m
         offsets = (positions >> np.uint64(3)).astype(np.intp)
         octets = np.zeros(offsets.shape, dtype=np.uint8)
         for shard_id, start, end in _groups(ids):
             shard = self._shards[shard_id]
             if len(shard.fingerprints):  # an empty shard's filter holds nothing
-                octets[start:end] = shard.bloom_bits[offsets[start:end]]
+                shard.bloom_bits.take(offsets[start:end], out=octets[start:end])
         bits = (octets >> (positions & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
         return np.asarray(bits.all(axis=1), dtype=np.bool_)
 

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from operator import itemgetter
 from typing import Any, Final
 
 import orjson
@@ -25,7 +26,7 @@ from aiohttp import web
 from indexer.dumps import MEMBER_ALIASES, match_headers
 from indexer.identity import IdentityError
 from indexer.lookup import Verdict
-from indexer.matchkeys import MatchKey, QueryError, parse_query
+from indexer.matchkeys import QueryError, QueryMemo, canonical_keys
 
 from .access import authenticate
 from .apikeys import ApiKey
@@ -48,6 +49,10 @@ NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/ndjson",
                                  "application/jsonl", "application/json-lines"})
 CSV_TYPES: Final = frozenset({"text/csv", "application/csv"})
 MAX_REF_CHARS: Final = 128  # DESIGN §5: longer refs make an error line
+# A verdict line without its verdict: line number, ref, then the encoded verdict
+# without its opening brace.
+_ANSWER: Final = b'{"line":%d,"ref":%b,%b'
+_FOUND: Final = itemgetter("found")
 
 
 class _LineTooLong:
@@ -77,38 +82,39 @@ async def _chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[by
 async def _lines(
     request: web.Request, max_line: int, max_body: int, idle_timeout: float = 0.0
 ) -> AsyncGenerator[list[Line], None]:
-    """Batches of raw lines as the body streams in (a line ends at '\\n')."""
-    pending = bytearray()
+    """Batches of raw lines as the body streams in (a line ends at '\\n').
+
+    Each piece of the body is split at once (`bytes.split`, no Python loop per line);
+    only the line that straddles two pieces is put together by hand.
+    """
+    pending = bytearray()  # the start of a line whose end has not arrived yet
     skipping = False  # inside an over-long line: drop bytes until its end
     total = 0
     async for chunk in _chunks(request, idle_timeout):
         total += len(chunk)
         if total > max_body:
             raise PayloadTooLarge(f"The body exceeds {max_body} bytes.")
-        batch: list[Line] = []
-        start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            if end < 0:
-                break
+        parts = chunk.split(b"\n")
+        rest = parts.pop()  # after the last newline: the start of the next line
+        if parts:
+            first: Line
             if skipping:
                 skipping = False
-                batch.append(TOO_LONG)
+                first = TOO_LONG
             else:
-                pending += chunk[start:end]
-                if len(pending) > max_line:
-                    batch.append(TOO_LONG)
-                else:
-                    batch.append(bytes(pending))
+                pending += parts[0]
+                first = bytes(pending) if len(pending) <= max_line else TOO_LONG
             pending.clear()
-            start = end + 1
+            batch: list[Line] = [first]
+            batch += parts[1:]
+            if max(map(len, parts)) > max_line:
+                batch[1:] = [TOO_LONG if len(part) > max_line else part for part in parts[1:]]
+            yield batch
         if not skipping:
-            pending += chunk[start:]
+            pending += rest
             if len(pending) > max_line:
                 skipping = True
                 pending.clear()
-        if batch:
-            yield batch
     if skipping:
         yield [TOO_LONG]
     elif pending:
@@ -133,16 +139,13 @@ def _error(line: int, ref: Any, field: str | None, code: str, message: str) -> d
             "error": {"field": field, "code": code, "message": message}}
 
 
-_MEMO_ENTRIES: Final = 1 << 16
-
-
 class _Parser:
     """Turns one raw line into (ref, fields) or an error; NDJSON or CSV."""
 
     def __init__(self, csv_mode: bool) -> None:
         # Normalised names and dates of this request's earlier lines, for reuse; it
         # lives and dies with the request, and is bounded.
-        self.memo: dict[tuple[str, str], str] = {}
+        self.memo = QueryMemo()
         self.csv_mode = csv_mode
         self.columns: dict[str, int] | None = None
         self.delimiter = ","
@@ -334,82 +337,89 @@ def _process(
     request: web.Request, parser: _Parser, lines: list[Line], counts: dict[str, int]
 ) -> bytes:
     """Answers for a chunk of raw lines, one vectorised lookup for the whole chunk."""
-    answers: list[dict[str, Any] | None] = []
-    queries: list[list[MatchKey]] = []
-    pending: list[tuple[int, Any]] = []
+    # Every line answered (all but the blank ones) takes the next line number: the
+    # error lines, encoded, by number; the queries and their refs, in order.
+    errors: dict[int, bytes] = {}
+    queries: list[tuple[str, ...]] = []
+    refs: list[Any] = []
     ndjson = not parser.csv_mode
-    for raw in lines:
-        if isinstance(raw, _LineTooLong):
-            counts["lines"] += 1
-            answers.append(_error(counts["lines"], None, None, "line_too_long",
-                                  "This line is longer than any member record; skipped."))
-            continue
-        fields: Any = None
-        if ndjson:
-            # Nearly every NDJSON line is clean UTF-8 JSON, which orjson reads from the
-            # bytes as they are (JSON blanks around it included). Anything else (blank,
-            # a byte order mark, cp1252, not JSON) fails here and takes the path below,
-            # so the answer is the same either way; this skips a decode and two copies.
-            try:
-                fields = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                pass
-        if fields is None:
-            text = _clean(raw)
-            if not text:
-                continue
-            counts["lines"] += 1
-            try:
-                fields = parser.fields(text)
-            except (orjson.JSONDecodeError, TypeError, csv.Error):
-                what = "a CSV row" if parser.csv_mode else "a JSON object"
-                answers.append(_error(counts["lines"], None, None, "invalid_line",
-                                      f"This line is not {what}."))
-                continue
-        else:
-            counts["lines"] += 1
-            if not isinstance(fields, dict):
-                answers.append(_error(counts["lines"], None, None, "invalid_line",
-                                      "This line is not a JSON object."))
-                continue
-        line = counts["lines"]
-        ref, ref_ok = _ref(fields.get("ref"))
-        if not ref_ok:
-            answers.append(_error(line, None, "ref", "invalid_ref",
-                                  "ref must be a string or number of at most 128 characters."))
-            continue
-        try:
-            # parse_query reads only the QUERY_FIELDS of the mapping: no copy needed.
-            if len(parser.memo) > _MEMO_ENTRIES:
-                parser.memo.clear()
-            keys = parse_query(fields, memo=parser.memo)
-        except QueryError as exc:
-            first: IdentityError = exc.errors[0]
-            answers.append(_error(line, ref, first.field, first.code, first.message))
-            continue
-        answers.append(None)
-        queries.append(keys)
-        pending.append((line, ref))
-    verdicts: list[Verdict] = request.app[INDEX].checker.check_many(queries) if queries else []
-    out: list[bytes] = []
-    results = iter(zip(pending, verdicts, strict=True))
+    memo = parser.memo
+    loads = orjson.loads
     dumps: Callable[[Any], bytes] = orjson.dumps
+    first_line = line = counts["lines"]
+    try:
+        for raw in lines:
+            if isinstance(raw, _LineTooLong):
+                line += 1
+                errors[line] = dumps(_error(
+                    line, None, None, "line_too_long",
+                    "This line is longer than any member record; skipped."))
+                continue
+            fields: Any = None
+            if ndjson:
+                # Nearly every NDJSON line is clean UTF-8 JSON, which orjson reads from
+                # the bytes as they are (JSON blanks around it included). Anything else
+                # (blank, a byte order mark, cp1252, not JSON) fails here and takes the
+                # path below, so the answer is the same either way; this skips a decode
+                # and two copies.
+                try:
+                    fields = loads(raw)
+                except orjson.JSONDecodeError:
+                    pass
+            if fields is None:
+                text = _clean(raw)
+                if not text:
+                    continue
+                line += 1
+                try:
+                    fields = parser.fields(text)
+                except (orjson.JSONDecodeError, TypeError, csv.Error):
+                    what = "a CSV row" if parser.csv_mode else "a JSON object"
+                    errors[line] = dumps(_error(line, None, None, "invalid_line",
+                                                f"This line is not {what}."))
+                    continue
+            else:
+                line += 1
+                if not isinstance(fields, dict):
+                    errors[line] = dumps(_error(line, None, None, "invalid_line",
+                                                "This line is not a JSON object."))
+                    continue
+            ref = fields.get("ref")
+            if ref is not None and not (type(ref) is str and len(ref) <= MAX_REF_CHARS):
+                ref, ref_ok = _ref(ref)  # not a short string: the general rule
+                if not ref_ok:
+                    errors[line] = dumps(_error(
+                        line, None, "ref", "invalid_ref",
+                        "ref must be a string or number of at most 128 characters."))
+                    continue
+            try:
+                # canonical_keys reads only the QUERY_FIELDS of the mapping: no copy.
+                keys = canonical_keys(fields, memo=memo)
+            except QueryError as exc:
+                first: IdentityError = exc.errors[0]
+                errors[line] = dumps(_error(line, ref, first.field, first.code, first.message))
+                continue
+            queries.append(keys)
+            refs.append(ref)
+    finally:
+        counts["lines"] = line
+    verdicts: list[Verdict] = request.app[INDEX].checker.check_keys(queries) if queries else []
+    counts["errors"] += len(errors)
+    counts["found"] += sum(map(_FOUND, verdicts))
     # The Checker returns the same verdict object to every query with the same answer
-    # (indexer.lookup): encode each once per chunk, and write each line as its line
-    # number and ref followed by those bytes. Byte for byte what
-    # dumps({"line": line, "ref": ref, **verdict}) gives.
-    encoded: dict[int, tuple[Verdict, bytes]] = {}
-    for answer in answers:
-        if answer is not None:
-            counts["errors"] += 1
-            out.append(dumps(answer))
-            continue
-        (line, ref), verdict = next(results)
-        if verdict["found"]:
-            counts["found"] += 1
-        known = encoded.get(id(verdict))
-        if known is None:
-            # Holding the verdict keeps its id from being reused within this chunk.
-            known = encoded[id(verdict)] = (verdict, dumps(verdict)[1:])
-        out.append(b'{"line":%d,"ref":%b,%b' % (line, dumps(ref), known[1]))
-    return b"\n".join(out) + b"\n" if out else b""
+    # (indexer.lookup): each is encoded once per chunk, and a line is its number and
+    # ref followed by those bytes, byte for byte what dumps({"line": line, "ref": ref,
+    # **verdict}) gives. The lines are formatted without a Python loop (map and zip).
+    by_id = dict(zip(map(id, verdicts), verdicts, strict=True))
+    tails = {key: dumps(verdict)[1:] for key, verdict in by_id.items()}
+    numbers = range(first_line + 1, line + 1)
+    verdict_numbers = [n for n in numbers if n not in errors] if errors else numbers
+    answers = list(map(_ANSWER.__mod__, zip(
+        verdict_numbers, map(dumps, refs), map(tails.__getitem__, map(id, verdicts)),
+        strict=True)))
+    if errors:
+        verdict_lines = iter(answers)
+        answers = [errors[n] if n in errors else next(verdict_lines) for n in numbers]
+    if answers:
+        answers.append(b"")  # the last line's newline, without copying the whole chunk
+    return b"\n".join(answers)

@@ -20,7 +20,9 @@ class Settings:
     max_check_bytes: int = 16 * 1024
     max_batch_bytes: int = 1 << 30
     max_batch_line_bytes: int = 64 * 1024
-    batch_chunk_lines: int = 1024
+    # Lines per vectorised lookup. A 256 KiB read of the body holds ~2,400 member lines:
+    # 4096 checks each read in one go (numpy's per-call cost is paid per chunk).
+    batch_chunk_lines: int = 4096
     # A slow client must not hold a connection (and its memory) for ever. The keep-alive
     # timeout also bounds how long a connection may take to send a complete request head
     # (aiohttp closes a connection whose head is still incomplete when it fires); 75 s

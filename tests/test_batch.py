@@ -16,10 +16,13 @@ import tracemalloc
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Breach
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from service_support import (
     JEAN_PIERRE,
     LAETITIA,
@@ -35,6 +38,8 @@ from service_support import (
 
 from service.apikeys import KeyStore
 from service.app import create_app
+from service.batch import TOO_LONG, Line, _lines
+from service.errors import PayloadTooLarge
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -500,6 +505,66 @@ async def test_random_lines_each_get_an_answer(crafted_client: Client, token: st
     assert [a["line"] for a in answers] == list(range(1, 301))
     assert summary["summary"]["lines"] == 300
     assert summary["summary"]["errors"] == sum("error" in a for a in answers)
+
+
+async def test_answer_lines_are_the_json_of_their_objects(
+    crafted_client: Client, token: str
+) -> None:
+    """Verdict lines are put together from pre-encoded parts: each must be, byte for
+    byte, what encoding its object gives (orjson keeps the order of the keys)."""
+    rng = random.Random(11)
+    people = [MARIE, STRANGER, LAETITIA, JEAN_PIERRE]
+    objects = [{"ref": rng.choice(["r", "é\"\\\n", 12, 12.5, None, ""]), **rng.choice(people)}
+               if rng.random() < 0.7 else random_values(rng) for _ in range(400)]
+    response = await crafted_client.post("/v1/check/batch", data=jsonl(*objects), headers={
+        **bearer(token), "Content-Type": NDJSON})
+    raw = await response.read()
+    lines = raw.split(b"\n")
+    assert lines[-1] == b"" and len(lines) == 402
+    for line in lines[:-1]:
+        assert orjson.dumps(orjson.loads(line)) == line
+
+
+class _Body:
+    """A request body arriving in the given pieces (what `_lines` reads of a request)."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.content = self
+        self._pieces = iter(pieces)
+
+    async def readany(self) -> bytes:
+        return next(self._pieces, b"")
+
+
+def _split_whole(body: bytes, max_line: int) -> list[Line]:
+    """The lines of a body read at once: what `_lines` must yield however it streams."""
+    *lines, last = body.split(b"\n")
+    if last:  # the last line, without its newline
+        lines.append(last)
+    return [TOO_LONG if len(line) > max_line else line for line in lines]
+
+
+@settings(deadline=None, max_examples=300)
+@given(body=st.lists(st.sampled_from([b"\n", b"ab", b"abcdefghij", b"{}", b"\r\n", b"x" * 25]))
+       .map(b"".join), cuts=st.lists(st.integers(0, 200)), max_line=st.integers(1, 12))
+def test_lines_are_cut_alike_however_the_body_arrives(
+    body: bytes, cuts: list[int], max_line: int
+) -> None:
+    bounds = sorted({0, len(body), *(cut for cut in cuts if cut < len(body))})
+    pieces = [body[start:end] for start, end in zip(bounds, bounds[1:], strict=False)]
+
+    async def read_all() -> list[Line]:
+        batches = [batch async for batch in _lines(_Body(pieces), max_line, 1 << 20)]
+        assert all(batches)
+        return [line for batch in batches for line in batch]
+
+    assert asyncio.run(read_all()) == _split_whole(body, max_line)
+
+
+async def test_the_body_limit_counts_every_piece() -> None:
+    with pytest.raises(PayloadTooLarge):
+        async for _ in _lines(_Body([b"a\n" * 10, b"b\n"]), 10, 20):
+            pass
 
 
 async def test_a_client_that_leaves_mid_stream_is_no_error(

@@ -17,7 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer.identity import (
+    _NIR_SEPARATORS,
     IdentityError,
+    _fold_ascii,
+    _fold_unicode,
+    _normalize_nir_general,
     first_given_name,
     fold_name,
     normalize_birth_date,
@@ -540,6 +544,45 @@ def test_first_given_name_on_any_text_is_canonical_or_identity_error(raw: str) -
         assert error.field == "first_names"
         return
     assert CANONICAL_NAME.fullmatch(result)
+
+
+# --- Fast paths answer as the general ones ---------------------------------------------
+
+
+@st.composite
+def mistyped_nirs(draw: st.DrawFn) -> str:
+    """NIRs of digits (maybe separated) with any sex digit, month, key and length."""
+    body = draw(nir_bodies())
+    sex, month = draw(st.integers(0, 9)), draw(st.integers(0, 99))
+    chars = f"{sex}{body[1:3]}{month:02d}{body[5:]}"
+    chars += draw(st.sampled_from([nir_key(chars), "", f"{draw(st.integers(0, 99)):02d}"]))
+    chars = chars[:draw(st.integers(11, 16))]
+    return "".join(ch + draw(NIR_SEPARATORS) for ch in chars)
+
+
+def outcome(normalise: Callable[[str], str], raw: str) -> object:
+    """The normal form, or the (field, code, message) of the error."""
+    try:
+        return normalise(raw)
+    except IdentityError as error:
+        return (error.field, error.code, error.message)
+
+
+@PROPERTY
+@given(raw=st.one_of(typed_nirs(), mistyped_nirs(), st.text(), st.text("0123456789 .-AB")))
+def test_the_nir_fast_path_answers_as_the_general_path(raw: str) -> None:
+    """normalize_nir accepts the common all-digit NIRs itself: for any input, it gives
+    the value or the error that the general path gives."""
+    def general(value: str) -> str:
+        return _normalize_nir_general(value.translate(_NIR_SEPARATORS).upper(), "nir")
+
+    assert outcome(normalize_nir, raw) == outcome(general, raw)
+
+
+@PROPERTY
+@given(raw=st.one_of(st.text(st.characters(max_codepoint=127)), st.text("aZ -'.`09")))
+def test_ascii_names_fold_as_any_name(raw: str) -> None:
+    assert _fold_ascii(raw) == _fold_unicode(raw)
 
 
 def test_query_side_normalisation_keeps_no_cache_of_identifiers() -> None:

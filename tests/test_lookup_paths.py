@@ -77,6 +77,20 @@ def test_the_batch_path_agrees_with_the_reference(reader: IndexReader) -> None:
             assert (reader.lookup(fps[chunk]) == expected[chunk]).all()
 
 
+def test_the_hits_path_agrees_with_the_reference(reader: IndexReader) -> None:
+    """lookup_hits (what bulk checks use) is lookup without its all-zero rows."""
+    fps = _sample(reader)
+    _, expected = _reference(reader, fps)
+    for size in (17, 1000, 4096):
+        for start in range(0, min(len(fps), 3 * size), size):
+            positions, rows = reader.lookup_hits(fps[start:start + size])
+            present = np.flatnonzero(expected[start:start + size].any(axis=1))
+            assert positions.tolist() == present.tolist()
+            assert (rows == expected[start:start + size][present]).all()
+    positions, rows = reader.lookup_hits(np.empty(0, dtype=np.uint64))
+    assert len(positions) == 0 and rows.shape == (0, reader.n_sources)
+
+
 def test_the_one_key_path_agrees_with_the_reference(reader: IndexReader) -> None:
     fps = _sample(reader)[:20_000]
     _, expected = _reference(reader, fps)
@@ -93,3 +107,8 @@ def test_verdicts_do_not_depend_on_the_path(breach: Breach, reader: IndexReader)
     assert sum(len(q) for q in queries[:4]) <= SCALAR_KEYS  # ... and the key-by-key one
     assert batched == small == [checker.check(q) for q in queries]
     assert any(v["found"] for v in batched) and not all(v["found"] for v in batched)
+    # Bulk checks pass canonical keys (matchkeys.canonical_keys), on both paths.
+    canonical = [[key.canonical for key in query] for query in queries]
+    assert checker.check_keys(canonical) == batched
+    assert [v for i in range(0, len(canonical), 4)
+            for v in checker.check_keys(canonical[i:i + 4])] == batched

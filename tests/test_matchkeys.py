@@ -14,7 +14,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from indexer.identity import IdentityError
-from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query, strong_key, weak_key
+from indexer.matchkeys import (
+    QUERY_FIELDS,
+    MatchKey,
+    QueryError,
+    QueryMemo,
+    parse_query,
+    strong_key,
+    weak_key,
+)
 from indexer.records import record_keys
 
 TODAY = dt.date(2024, 6, 15)
@@ -526,17 +534,79 @@ def test_parse_query_returns_keys_or_raises_query_error(fields: dict[str, object
 
 
 def test_a_request_memo_gives_the_same_keys_and_never_holds_a_nir() -> None:
-    memo: dict[tuple[str, str], str] = {}
+    memo = QueryMemo()
     queries = [
         {"nir": "2 95 10 99 126 111 93", "birth_date": "01/10/1995",
          "last_name": "Lætitia", "first_name": "D'Artagnan"},
         {"last_name": "LAETITIA", "first_name": "d’artagnan", "birth_date": "1995-10-01"},
         {"last_name": "Lætitia", "first_name": "D'Artagnan", "birth_date": "01/10/1995"},
     ]
-    for query in queries:
-        assert parse_query(query, memo=memo) == parse_query(query)
-    assert all(name != "nir" for name, _ in memo)
+    for _ in range(2):  # the second time, every date and name is remembered
+        for query in queries:
+            assert parse_query(query, memo=memo) == parse_query(query)
+    assert len(memo) == 6  # 2 dates, 2 last names, 2 first names
+    remembered = [*memo.birth_dates.items(), *memo.last_names.items(),
+                  *memo.first_names.items()]
+    assert not [pair for pair in remembered if any("12611193" in str(v).replace(" ", "")
+                                                   for v in pair)]
     with pytest.raises(QueryError):  # an invalid value is never remembered as valid
         parse_query({"last_name": "R2D2", "first_name": "Jean", "birth_date": "1995-10-01"},
                     memo=memo)
-    assert ("last_name", "R2D2") not in memo
+    assert "R2D2" not in memo.last_names
+
+
+def test_a_full_memo_starts_again() -> None:
+    memo = QueryMemo(max_entries=4)
+    for day in range(1, 29):
+        query = {"last_name": "Martin", "first_name": "Jean", "birth_date": f"{day:02d}/03/1994"}
+        assert parse_query(query, memo=memo, today=TODAY) == parse_query(query, today=TODAY)
+        assert len(memo) <= 4
+
+
+# Values of every kind a bulk line may hold: blank, invalid, of other types, any text;
+# and per field, valid ones in several spellings, drawn often enough that many queries
+# are valid and, the second time, answered by the memo's fast path.
+OTHER_VALUES = st.one_of(
+    st.sampled_from(["", " ", "\t", "294037512000592", "995109912611134", "185434501234556",
+                     "29403751200059", "253072C07300443", "31/02/1994", "12/03/94",
+                     "2090-01-01", "1879-12-31", "R2D2", "-", "Ø"]),
+    st.text(max_size=25), st.integers(), st.none(), st.booleans(), st.floats(),
+    st.lists(st.text(max_size=3), max_size=2), st.dictionaries(st.text(max_size=2), st.none()),
+)
+VALID_SPELLINGS = {
+    "nir": [NIR, "2 94 03 75 120 005 91", "2.94.03.75.120.005.91", "2940375120005",
+            "2-94-03-75-120-005-91", "2\u00a094 03 75 120 005 91", "253072b07300470",
+            "186022A21532523"],
+    "birth_date": [BIRTH_DATE, "1994-03-12", "12.03.1994", "00/03/1994", "1994-3-2"],
+    "last_name": ["Martin", "MARTIN", "Lætitia", "D'Artagnan", "Le Gall", " martin "],
+    "first_name": ["Jean", "Jean-Pierre", "jean pierre", "Œillet", "ß"],
+}
+QUERIES = st.fixed_dictionaries({}, optional={
+    # Three valid values for one other (st.one_of would draw from each of the many
+    # strategies of OTHER_VALUES as often as from the valid ones).
+    **{name: st.integers(0, 3).flatmap(
+        lambda pick, valid=valid: st.sampled_from(valid) if pick else OTHER_VALUES)
+       for name, valid in VALID_SPELLINGS.items()},
+    "ref": st.text(max_size=3),
+})
+
+
+def outcome(fields: dict[str, object], memo: QueryMemo | None) -> object:
+    """The keys of a query, or the (field, code, message) of each of its errors."""
+    try:
+        return parse_query(fields, today=TODAY, memo=memo)
+    except QueryError as error:
+        return [(e.field, e.code, e.message) for e in error.errors]
+
+
+@PROPERTY
+@given(queries=st.lists(QUERIES, min_size=1, max_size=8))
+def test_the_memo_fast_path_answers_as_the_general_path(
+    queries: list[dict[str, object]],
+) -> None:
+    """parse_query with a memo (whose fast path answers once the dates and names are
+    remembered) gives the same keys, and the same errors, as without one."""
+    memo = QueryMemo()
+    for _ in range(2):
+        for fields in queries:
+            assert outcome(fields, memo) == outcome(fields, None)
