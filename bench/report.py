@@ -183,9 +183,10 @@ def markdown(results: dict[str, Any]) -> str:
         "", "## Bulk (NDJSON, one worker)", "",
         f"{bulk['records']:,} lines (the member file in turn; about half found), chunks of "
         f"{bulk['chunk_lines']} lines. Over HTTP: `curl --data-binary` to "
-        "`/v1/check/batch`, answer streamed to a file. In process: the same records, "
-        "`parse_query` + `Checker.check_many` per chunk (the JSON already decoded); "
-        "then with JSON decode and encode too.", "",
+        "`/v1/check/batch`, answer streamed to a file. In process: the same records "
+        "through the route's own path (`canonical_keys` with one request memo, "
+        "`Checker.check_keys` per chunk; the JSON already decoded), then with JSON "
+        "decode and encode too.", "",
         "| path | records/s |", "|---|---:|",
         f"| over HTTP (median of {len(bulk['http_runs'])}: "
         + ", ".join(f"{r['records_per_s']:,}" for r in bulk["http_runs"])

@@ -344,14 +344,16 @@ def _post_bulk(server: serving.Server, body: Path, token: str, out: Path) -> dic
 def in_process(ctx: Context, body: Path, chunk: int) -> tuple[float, float]:
     """(normalise + fingerprint + lookup, the same with JSON decode and encode) records/s.
 
-    The same records as over HTTP, in the same chunks as the bulk route, against the
-    same index opened here; the service is idle meanwhile.
+    The same records as over HTTP, through the bulk route's own path (one `QueryMemo`
+    for the whole body, as for one request; `canonical_keys` and `Checker.check_keys`
+    per chunk of the route's size), against the same index opened here; the service
+    is idle meanwhile.
     """
     import orjson
 
     from indexer.fingerprint import Fingerprinter, load_pepper
     from indexer.lookup import Checker
-    from indexer.matchkeys import QUERY_FIELDS, QueryError, parse_query
+    from indexer.matchkeys import QueryError, QueryMemo, canonical_keys
     from indexer.reader import IndexReader
 
     reader = IndexReader.open_current(ctx.index_dir(1_000_000),
@@ -361,34 +363,35 @@ def in_process(ctx: Context, body: Path, chunk: int) -> tuple[float, float]:
     records = [orjson.loads(line) for line in raw_lines]
 
     def core(records: list[dict[str, Any]] = records) -> None:
+        memo = QueryMemo()
         for start in range(0, len(records), chunk):
             queries = []
             for fields in records[start:start + chunk]:
                 try:
-                    queries.append(parse_query(fields))
+                    queries.append(canonical_keys(fields, memo=memo))
                 except QueryError:
                     pass
-            checker.check_many(queries)
+            checker.check_keys(queries)
 
     def pipeline() -> None:
         dumps = orjson.dumps
+        memo = QueryMemo()
         for start in range(0, len(raw_lines), chunk):
             refs, queries, out = [], [], []
             for line in raw_lines[start:start + chunk]:
                 fields = orjson.loads(line)
                 try:
-                    queries.append(parse_query({k: fields[k] for k in QUERY_FIELDS
-                                                if k in fields}))
+                    queries.append(canonical_keys(fields, memo=memo))
                     refs.append(fields.get("ref"))
                 except QueryError as exc:
                     out.append(dumps({"ref": fields.get("ref"), "error": str(exc)}))
             for n, (ref, verdict) in enumerate(
-                    zip(refs, checker.check_many(queries), strict=True)):
+                    zip(refs, checker.check_keys(queries), strict=True)):
                 out.append(dumps({"line": n, "ref": ref, **verdict}))
             b"\n".join(out)
 
     # The service answered a warm-up request of the first lines before its measured
-    # run: the same here, so that both start with the same caches (names, dates).
+    # run: the same here, so that both start with warm index pages and verdict cache.
     core(records[:20_000])
     # The million decoded records are this process's alone (the service never holds
     # more than a chunk): out of the collector's sight, or every full collection would
