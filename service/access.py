@@ -90,10 +90,10 @@ def spend(request: web.Request, key: ApiKey | None, cost: float = 1.0) -> None:
             burst=key.rate_per_minute,
         )
     else:
-        settings = request.app[SETTINGS]
-        wait = request.app[ANON_LIMITER].take(
-            client_address(request, settings.trusted_proxies), cost
-        )
+        limiter = request.app[ANON_LIMITER]
+        if limiter.unlimited:
+            return  # `--anon-rate 0`: nothing to count, so no address to work out
+        wait = limiter.take(client_address(request, request.app[SETTINGS].trusted_proxies), cost)
     if wait > 0:
         request.app[METRICS].rate_limited.labels(route_label(request)).inc()
         raise RateLimited(wait)

@@ -7,7 +7,10 @@ every authentication, so a key created or revoked by `exposure-serve keys ...` t
 effect at once in every running worker.
 
 Usage is accounted per key and per day as counts (requests, records): never what
-was checked.
+was checked. Usage is counted in memory on the event loop and written by
+`write_usage` in a worker thread, over a connection of its own: a write (and the
+fsync of its commit, or a wait for another process's write lock) never holds up
+`authenticate` on the event loop.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class ApiKey:
     revoked_at: str | None
 
 
+UsageRow = tuple[int, str, int, int]  # key id, day, requests, records
+
+
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -72,14 +78,21 @@ class KeyStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA busy_timeout=5000")
             self._db.executescript(_SCHEMA)
+            self._usage_db = sqlite3.connect(path, check_same_thread=False,
+                                             isolation_level=None)
+            self._usage_db.execute("PRAGMA busy_timeout=5000")
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(f"cannot open the key database {path}: {exc}") from exc
         self._lock = threading.Lock()
+        self._usage_lock = threading.Lock()
         self._pending: Counter[tuple[int, str, str]] = Counter()
 
     def close(self) -> None:
         self.flush_usage()
-        self._db.close()
+        with self._usage_lock:
+            self._usage_db.close()
+        with self._lock:
+            self._db.close()
 
     def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
         """A new key and its token, which is shown once and never stored."""
@@ -140,19 +153,37 @@ class KeyStore:
         self._pending[(key_id, day, "records")] += records
 
     def flush_usage(self) -> None:
+        """Write what was counted since the last flush (blocking)."""
+        self.write_usage(self.take_usage())
+
+    def take_usage(self) -> list[UsageRow]:
+        """What was counted since the last call, as rows for `write_usage`; on the thread
+        that counts (the event loop), so that no count is lost to a race."""
         pending, self._pending = self._pending, Counter()
         totals: dict[tuple[int, str], list[int]] = {}
         for (key_id, day, what), count in pending.items():
             entry = totals.setdefault((key_id, day), [0, 0])
             entry[0 if what == "requests" else 1] += count
-        if not totals:
+        return [(k, d, r, n) for (k, d), (r, n) in totals.items()]
+
+    def put_back_usage(self, rows: list[UsageRow]) -> None:
+        """Count again rows that could not be written (the next flush retries them)."""
+        for key_id, day, requests, records in rows:
+            self._pending[(key_id, day, "requests")] += requests
+            self._pending[(key_id, day, "records")] += records
+
+    def write_usage(self, rows: list[UsageRow]) -> None:
+        """Add `rows` to the stored usage, in one transaction (blocking: run it in a thread)."""
+        if not rows:
             return
-        with self._lock:
-            self._db.executemany(
+        # `with` the connection: COMMIT, or ROLLBACK on any error.
+        with self._usage_lock, self._usage_db:
+            self._usage_db.execute("BEGIN IMMEDIATE")
+            self._usage_db.executemany(
                 "INSERT INTO usage (key_id, day, requests, records) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (key_id, day) DO UPDATE SET "
                 "requests = requests + excluded.requests, records = records + excluded.records",
-                [(k, d, r, n) for (k, d), (r, n) in totals.items()],
+                rows,
             )
 
     def usage(self, key_id: int) -> list[tuple[str, int, int]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -20,8 +21,9 @@ from . import api, batch, form, private
 from .apikeys import KeyStore
 from .index_holder import IndexHolder
 from .inflight import InFlight
+from .logs import flush_logs
 from .metrics import Metrics
-from .middleware import middleware, on_prepare
+from .middleware import make_middleware, on_prepare
 from .ratelimit import RateLimiter
 from .settings import Settings
 from .state import ANON_LIMITER, INDEX, INFLIGHT, KEY_LIMITER, KEYS, METRICS, SETTINGS
@@ -50,27 +52,47 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     store = KeyStore(settings.keys_db)
     app[KEYS] = store
+    loop = asyncio.get_running_loop()
 
     async def flush_periodically() -> None:
         while True:
             await asyncio.sleep(settings.usage_flush_seconds)
-            store.flush_usage()
+            # A commit (an fsync, or a wait of up to busy_timeout for another process's
+            # write lock) on the event loop would stall every request: in a thread. The
+            # counts are taken here, on the loop that makes them.
+            rows = store.take_usage()
+            try:
+                await loop.run_in_executor(None, store.write_usage, rows)
+            except sqlite3.Error:
+                log.exception("usage not written; retrying at the next flush")
+                store.put_back_usage(rows)
 
     flusher = asyncio.create_task(flush_periodically())
     yield
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
-    store.close()
+    # A write cancelled above still runs to its end in its thread; close() waits for it
+    # (same lock) and then writes what is left.
+    await loop.run_in_executor(None, store.close)
+
+
+async def _logs_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The access lines still waiting in memory are written when the app stops."""
+    yield
+    flush_logs()
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[middleware], client_max_size=settings.max_check_bytes)
+    metrics, inflight = Metrics(), InFlight()
+    app = web.Application(middlewares=[make_middleware(settings, metrics, inflight)],
+                          client_max_size=settings.max_check_bytes)
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
-    app[INFLIGHT] = InFlight()
+    app[METRICS] = metrics
+    app[INFLIGHT] = inflight
     app[ANON_LIMITER] = RateLimiter(settings.anon_rate, settings.anon_burst)
     app[KEY_LIMITER] = RateLimiter(0, 0)  # per-key rates come with each key
+    app.cleanup_ctx.append(_logs_ctx)  # first in, last out: after every other cleanup
     app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(_index_ctx)
     app.on_response_prepare.append(on_prepare)

@@ -17,21 +17,23 @@ class InFlight:
     def __init__(self) -> None:
         self.count = 0
         self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        # Made by `drain` only: the two calls per request are then an addition each.
+        self._idle: asyncio.Event | None = None
 
     def started(self) -> None:
         self.count += 1
-        self._idle.clear()
 
     def finished(self) -> None:
         self.count -= 1
-        if self.count == 0:
+        if self.count == 0 and self._idle is not None:
             self._idle.set()
 
     async def drain(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if some still are after `timeout`."""
         self.draining = True
+        if self.count == 0:
+            return True
+        self._idle = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
                 await self._idle.wait()

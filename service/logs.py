@@ -4,30 +4,42 @@ Only what is safe goes in: request id, route template, method, status, duration,
 sizes, and explicit `extra` fields chosen by the code (generation names, counts).
 Never a body, a query string, a path with data in it, or a normalised identifier;
 exceptions are logged as frames and type, never with their message.
+
+The access log (one line per request) is the one hot path: `AccessLog` hands its
+fields to the root handler without making a `LogRecord`, and `BatchingJsonHandler`
+writes them in batches (on a short timer, at a size threshold, before any other
+record and when the app stops). A graceful stop loses nothing; a crash (kill -9)
+loses at most the last `FLUSH_SECONDS` of access lines.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
+import threading
 import time
 import traceback
 from typing import IO, Any, Final
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["AccessLog", "BatchingJsonHandler", "JsonFormatter", "configure_logging",
+           "flush_logs"]
 
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
 )
+# A batch is written when its first line is this old or when it has this many lines
+# (about 50 KiB), whichever comes first.
+FLUSH_SECONDS: Final = 0.1
+FLUSH_LINES: Final = 256
 
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": _timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -44,11 +56,166 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
+class _Clock:
+    """`ts` of a log line. Its date and time part changes once a second, so it is
+    formatted once a second: gmtime and strftime cost as much as the rest of a line."""
+
+    def __init__(self) -> None:
+        # One tuple, replaced whole: threads that log at the same time never see the
+        # second of one and the text of another.
+        self._second: tuple[int, str] = (-1, "")
+
+    def timestamp(self, now: float) -> str:
+        second = int(now)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second,
+                                     time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+        return f"{cached[1]}.{int((now - second) * 1000):03d}Z"
+
+
+_timestamp = _Clock().timestamp
+
+
+# An access-log line before formatting: when, logger, request id, route, method, status,
+# duration in ms.
+AccessEntry = tuple[float, str, str, str, str, int, float]
+
+
+class BatchingJsonHandler(logging.Handler):
+    """JSON lines to a text stream, the access log's in batches.
+
+    A LogRecord, a format and a write and flush per request cost more than the rest of
+    the request's bookkeeping together. Here an access line waits in memory as a tuple
+    (`add_access`); a batch is formatted in one loop (its code and data stay in the
+    CPU's caches) and written in one system call, on a short timer or when it is big.
+    Every other record is rare and may matter at once (an error before a crash, "index
+    loaded" that start-up scripts wait for): it is written immediately, after the lines
+    waiting, so the file stays in order.
+    """
+
+    def __init__(self, stream: IO[str], *, flush_seconds: float = FLUSH_SECONDS,
+                 flush_lines: int = FLUSH_LINES) -> None:
+        super().__init__()
+        self.stream = stream
+        self.flush_seconds = flush_seconds
+        self.flush_lines = flush_lines
+        self._pending: list[AccessEntry] = []
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_loop: asyncio.AbstractEventLoop | None = None
+        # Guards the batch, which any thread may write out (a record logged from an
+        # executor). Handler.handle holds `self.lock` around emit: always taken first,
+        # so the two cannot deadlock.
+        self._batch_lock = threading.Lock()
+        self.setFormatter(JsonFormatter())
+
+    def add_access(self, entry: AccessEntry) -> None:
+        """Queue one access line; on the event loop, whose timer writes it soon."""
+        with self._batch_lock:
+            self._pending.append(entry)
+            if len(self._pending) >= self.flush_lines:
+                self._write_reporting_errors()
+                return
+            timer_loop = self._timer_loop
+            # A timer of a loop that has since closed never fires (tests run a loop per
+            # test): the next line schedules one on the running loop.
+            if timer_loop is None or timer_loop.is_closed():
+                loop = asyncio.get_running_loop()
+                self._timer, self._timer_loop = loop.call_later(self.flush_seconds,
+                                                                self.flush), loop
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record) + "\n"
+            with self._batch_lock:
+                self._write_pending(line)
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self._batch_lock:
+            self._write_reporting_errors()
+
+    def _write_reporting_errors(self) -> None:
+        # A log that cannot be written (disk full) must not fail the request that logs:
+        # reported like Handler.handleError does, on stderr, with no record to show.
+        try:
+            self._write_pending()
+        except Exception:
+            if logging.raiseExceptions and sys.stderr is not None:
+                traceback.print_exc(file=sys.stderr)
+
+    def _write_pending(self, then: str = "") -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = self._timer_loop = None
+        entries, self._pending = self._pending, []
+        text = _access_lines(entries) + then if entries else then
+        if text:
+            self.stream.write(text)
+            self.stream.flush()
+
+
+def _access_lines(entries: list[AccessEntry]) -> str:
+    """The JSON lines of `entries`, with the fields in the JsonFormatter's order."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    return b"".join(dumps({
+        "ts": _timestamp(created), "level": "info", "logger": logger, "msg": "request",
+        "request_id": request_id, "route": route, "method": method, "status": status,
+        "duration_ms": duration_ms,
+    }, option=newline) for created, logger, request_id, route, method, status, duration_ms
+        in entries).decode()
+
+
+class AccessLog:
+    """The access log: "request" lines of `logger`, as `logger.info(...)` would write them.
+
+    When the root handler is the one `configure_logging` installed, the line goes
+    straight into its batch, without a LogRecord; with any other logging set-up (a
+    test's capture handler next to it, say) it goes through `logging`.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+        self._name = logger.name
+
+    def request(self, request_id: str, route: str, method: str, status: int,
+                duration_ms: float) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _installed
+        if handler is not None and logging.root.handlers == [handler] \
+                and not logger.handlers and handler.level <= logging.INFO:
+            handler.add_access((time.time(), self._name, request_id, route, method, status,
+                                duration_ms))
+            return
+        logger.info("request", extra={
+            "request_id": request_id, "route": route, "method": method,
+            "status": status, "duration_ms": duration_ms,
+        })
+
+
+_installed: BatchingJsonHandler | None = None
+
+
 def configure_logging(level: str = "INFO", stream: IO[str] | None = None) -> None:
-    handler = logging.StreamHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    global _installed
+    handler = BatchingJsonHandler(stream or sys.stderr)
     root = logging.getLogger()
+    if _installed is not None:
+        _installed.flush()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    _installed = handler
     # aiohttp's own access log would print raw paths: ours replaces it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def flush_logs() -> None:
+    """Write every line still waiting; before a process ends without `logging.shutdown`
+    (a forked worker leaves with os._exit) and when an app stops."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    if _installed is not None:
+        _installed.flush()

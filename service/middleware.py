@@ -22,6 +22,8 @@ from typing import Final
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Middleware
+from multidict import CIMultiDict, CIMultiDictProxy, istr
 
 from indexer.matchkeys import QueryError
 
@@ -35,12 +37,16 @@ from .errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
-from .metrics import route_label
-from .state import INFLIGHT, METRICS, SETTINGS
+from .inflight import InFlight
+from .logs import AccessLog
+from .metrics import Metrics
+from .settings import Settings
 
-__all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "middleware", "on_prepare", "problem_response"]
+__all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "answer_headers", "make_middleware",
+           "on_prepare", "problem_response"]
 
 log = logging.getLogger("exposure.http")
+access_log = AccessLog(log)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
 _SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -63,17 +69,32 @@ SECURITY_HEADERS: Final = {
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
+_SECURITY_ITEMS: Final = tuple((istr(name), value) for name, value in SECURITY_HEADERS.items())
+
+
+def answer_headers(content_type: str, *, cache: bool = False) -> CIMultiDictProxy[str]:
+    """The headers of an answer of ours, security headers included: a response made
+    from them copies one dict instead of having the headers added one by one (by
+    aiohttp for the content type, by `on_prepare` for the security headers)."""
+    headers: CIMultiDict[str] = CIMultiDict({"Content-Type": content_type})
+    if not cache:
+        headers["Cache-Control"] = "no-store"
+    headers.extend(_SECURITY_ITEMS)
+    return CIMultiDictProxy(headers)
+
+
+PROBLEM_HEADERS: Final = answer_headers("application/problem+json")
 
 
 def problem_response(error: ApiError) -> web.Response:
-    response = web.Response(
-        body=orjson.dumps(error.problem()),
-        status=error.status,
-        content_type="application/problem+json",
-        headers=error.headers,
-    )
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    headers = PROBLEM_HEADERS
+    if error.headers:  # Retry-After, Allow, WWW-Authenticate
+        merged = CIMultiDict(PROBLEM_HEADERS)
+        merged.update(error.headers)
+        merged["Cache-Control"] = "no-store"
+        headers = CIMultiDictProxy(merged)
+    return web.Response(body=orjson.dumps(error.problem()), status=error.status,
+                        headers=headers)
 
 
 def _from_http_exception(exc: web.HTTPException) -> ApiError:
@@ -95,39 +116,60 @@ def _from_http_exception(exc: web.HTTPException) -> ApiError:
 
 # A request id only has to be unique, not secret: a random prefix, the worker's pid
 # (workers are forked after import) and a counter cost far less than reading the
-# system's random source per request.
-_REQUEST_IDS: Final = itertools.count(1)
-_REQUEST_ID_PREFIX: Final = secrets.token_hex(3)
+# system's random source per request. The prefix is made once per process, not per
+# request: os.getpid() is a system call.
+_REQUEST_IDS = itertools.count(1)
+_RANDOM_PREFIX: Final = secrets.token_hex(3)
+_request_id_prefix = ""
+
+
+def _new_process() -> None:
+    global _REQUEST_IDS, _request_id_prefix
+    _request_id_prefix = f"{_RANDOM_PREFIX}{os.getpid():x}-"
+    _REQUEST_IDS = itertools.count(1)
+
+
+_new_process()
+os.register_at_fork(after_in_child=_new_process)
 
 
 def _next_request_id() -> str:
-    return f"{_REQUEST_ID_PREFIX}{os.getpid():x}-{next(_REQUEST_IDS):x}"
+    return f"{_request_id_prefix}{next(_REQUEST_IDS):x}"
 
 
-@web.middleware
-async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    supplied = request.headers.get("X-Request-Id", "")
-    request_id = supplied if _SAFE_REQUEST_ID.fullmatch(supplied) else _next_request_id()
-    request[REQUEST_ID] = request_id
-    started = time.perf_counter()
-    route = route_label(request)
-    deadline = (None if request.match_info.route.name in STREAMING_ROUTES
-                else request.app[SETTINGS].body_timeout)
-    inflight = request.app[INFLIGHT]
-    inflight.started()
-    try:
-        response = await _handled(request, handler, deadline, request_id, route)
-    finally:
-        inflight.finished()
-    if inflight.draining:
-        response.force_close()  # shutting down: no further request on this connection
-    elapsed = time.perf_counter() - started
-    request.app[METRICS].count_request(route, request.method, response.status)
-    log.info("request", extra={
-        "request_id": request_id, "route": route, "method": request.method,
-        "status": response.status, "duration_ms": round(elapsed * 1000, 3),
-    })
-    return response
+def make_middleware(settings: Settings, metrics: Metrics, inflight: InFlight) -> Middleware:
+    """The app's one middleware, bound to its settings, metrics and requests in flight
+    (looked up once here rather than in the app's state on every request)."""
+    body_timeout = settings.body_timeout
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        supplied = request.headers.get("X-Request-Id")
+        request_id = supplied if supplied and _SAFE_REQUEST_ID.fullmatch(supplied) \
+            else _next_request_id()
+        request[REQUEST_ID] = request_id
+        started = time.perf_counter()
+        info = request.match_info
+        if info.http_exception is None:
+            route = info.route
+            label = route.resource.canonical if route.resource is not None else "unmatched"
+            deadline = None if route.name in STREAMING_ROUTES else body_timeout
+        else:
+            label, deadline = "unmatched", body_timeout
+        inflight.started()
+        try:
+            response = await _handled(request, handler, deadline, request_id, label)
+        finally:
+            inflight.finished()
+        if inflight.draining:
+            response.force_close()  # shutting down: no further request on this connection
+        status = response.status
+        metrics.count_request(label, request.method, status)
+        access_log.request(request_id, label, request.method, status,
+                           round((time.perf_counter() - started) * 1000, 3))
+        return response
+
+    return middleware
 
 
 async def _handled(request: web.Request, handler: Handler, deadline: float | None,
@@ -195,10 +237,15 @@ async def _within(seconds: float | None, handler: Handler,
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
     """Security headers and the request id on every response, streamed ones too."""
-    for name, value in SECURITY_HEADERS.items():
-        response.headers.setdefault(name, value)
-    if REQUEST_ID in request:
-        response.headers["X-Request-Id"] = request[REQUEST_ID]
+    headers = response.headers
+    # Answers built on `answer_headers` have them all already: then these are look-ups
+    # only (istr names: no case folding per request).
+    for name, value in _SECURITY_ITEMS:
+        if name not in headers:
+            headers[name] = value
+    request_id = request.get(REQUEST_ID)
+    if request_id is not None:
+        headers["X-Request-Id"] = request_id
 
 
 async def _render(request: web.Request, error: ApiError) -> web.StreamResponse:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Breach
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from service_support import (
     JEAN_PIERRE,
     LAETITIA,
@@ -32,6 +34,7 @@ from service_support import (
 
 from service.apikeys import KeyStore
 from service.app import create_app
+from service.metrics import LOOKUP_BUCKETS, Metrics
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -469,6 +472,38 @@ async def test_metrics_expose_requests_latency_bulk_and_index(
     assert "exposure_index_rows " in text
     assert "exposure_index_swap_failures_total 0.0" in text
     assert "exposure_ready 1.0" in text
+
+
+def test_metrics_counted_as_plain_numbers_render_as_prometheus_client_would() -> None:
+    """The per-request series are plain numbers exported at scrape time (service.metrics):
+    /metrics must show exactly what prometheus_client's Counter and Histogram showed,
+    `_created` series included (their values are times, compared by shape)."""
+    ours = Metrics()
+    reference = CollectorRegistry()
+    requests = Counter("exposure_http_requests", "HTTP requests by route and status",
+                       ["route", "method", "status"], registry=reference)
+    latency = Histogram("exposure_lookup_seconds",
+                        "Time to normalise, fingerprint and look up one query", ["kind"],
+                        registry=reference, buckets=LOOKUP_BUCKETS)
+    lookups = Counter("exposure_lookups", "Lookups answered, by outcome",
+                      ["kind", "outcome"], registry=reference)
+    for route, method, status in [("/v1/check", "POST", 200), ("/v1/check", "POST", 422),
+                                  ("unmatched", "BREW", 404), ("/v1/check", "POST", 200)]:
+        ours.count_request(route, method, status)
+        requests.labels(route, method if method != "BREW" else "OTHER", str(status)).inc()
+    for seconds, found in [(0.00003, True), (0.0004, False), (0.0025, True), (0.5, False)]:
+        ours.single_lookup(seconds, found)
+        latency.labels("single").observe(seconds)
+        lookups.labels("single", "found" if found else "not_found").inc()
+    ours.lookups.labels("form", "found").inc()
+    lookups.labels("form", "found").inc()
+
+    def shape(text: bytes) -> list[str]:
+        return [re.sub(r"(_created\{[^}]*\}) .*", r"\1 <time>", line)
+                for line in text.decode().splitlines()]
+
+    expected = shape(generate_latest(reference))
+    assert shape(ours.render())[:len(expected)] == expected
 
 
 async def test_security_headers_and_request_id(client: Client) -> None:

@@ -170,3 +170,20 @@ def test_unusable_key_database_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(KeyStoreError, match="cannot open the key database"):
         KeyStore(blocker / "keys.sqlite")
+
+
+def test_usage_that_could_not_be_written_is_counted_again(tmp_path: Path) -> None:
+    """The app takes the counts on the event loop and writes them in a thread; a write
+    that fails puts them back for the next flush rather than losing them."""
+    store = KeyStore(tmp_path / "keys.sqlite")
+    try:
+        key, _ = store.create("Counted insurer")
+        store.record_usage(key.id, requests=2, records=5)
+        rows = store.take_usage()
+        assert store.take_usage() == []  # taken once
+        store.put_back_usage(rows)  # as after a failed write
+        store.record_usage(key.id, requests=1, records=1)
+        store.flush_usage()
+        assert [(requests, records) for _, requests, records in store.usage(key.id)] == [(3, 6)]
+    finally:
+        store.close()

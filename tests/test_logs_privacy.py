@@ -13,6 +13,7 @@ import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -25,7 +26,7 @@ from service_support import JEAN_PIERRE, LAETITIA, MARIE, STRANGER, Crafted, bea
 from indexer.identity import fold_name, normalize_birth_date, normalize_nir
 from service.apikeys import KeyStore
 from service.app import create_app
-from service.logs import configure_logging
+from service.logs import AccessLog, BatchingJsonHandler, configure_logging, flush_logs
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -40,18 +41,25 @@ def crafted(tmp_path_factory: pytest.TempPathFactory) -> Crafted:
 
 @pytest.fixture
 def captured_log() -> Iterator[io.StringIO]:
-    """The root logger as `exposure-serve` sets it up, writing into a StringIO."""
+    """A StringIO for `log_as_served`; the root logger is restored afterwards."""
     root = logging.getLogger()
     saved = root.handlers[:], root.level
     access = logging.getLogger("aiohttp.access")
     saved_access = access.level
     stream = io.StringIO()
-    configure_logging("DEBUG", stream)
     try:
         yield stream
     finally:
         root.handlers[:], root.level = saved
         access.setLevel(saved_access)
+
+
+def log_as_served(stream: io.StringIO) -> None:
+    """The root logger as `exposure-serve` sets it up, writing into `stream`. Called in
+    the test itself: pytest adds its capture handlers to the root logger just before a
+    test runs, and with a handler next to ours the access log takes the slow path
+    (`logging`, see test_access_lines_go_through_logging_under_another_set_up)."""
+    configure_logging("DEBUG", stream)
 
 
 def forms_of(person: dict[str, str]) -> set[str]:
@@ -150,9 +158,10 @@ async def test_logs_hold_no_identifier(
         _, token = store.create("Logged insurer")
     finally:
         store.close()
+    log_as_served(captured_log)
     client = await aiohttp_client(create_app(settings))
     await exercise(client, token)
-    await client.close()
+    await client.close()  # the app's cleanup writes the access lines still waiting
     text = captured_log.getvalue()
     entries = [orjson.loads(line) for line in text.splitlines()]
     requests = [e for e in entries if e["msg"] == "request"]
@@ -201,3 +210,83 @@ async def test_error_answers_never_quote_what_was_sent(
         assert response.status == 422
         bodies.append(await response.text())
     assert_nothing_of("\n".join(bodies), (TYPO, LAETITIA))
+
+
+async def test_access_lines_wait_in_memory_and_keep_their_order(
+    captured_log: io.StringIO
+) -> None:
+    """An access line is held (no write per request) until a batch is written: before
+    any other record, which therefore comes after it, and by `flush_logs` at the end."""
+    log_as_served(captured_log)
+    access = AccessLog(logging.getLogger("exposure.http"))
+    access.request("rid-1", "/v1/check", "POST", 200, 0.25)
+    access.request("rid-2", "/v1/check", "POST", 422, 0.125)
+    assert captured_log.getvalue() == ""  # nothing awaited: the batch timer has not run
+    logging.getLogger("exposure.app").warning("something else", extra={"count": 3})
+    access.request("rid-3", "/healthz", "GET", 200, 0.01)
+    lines = [orjson.loads(line) for line in captured_log.getvalue().splitlines()]
+    assert [e.get("request_id", e["msg"]) for e in lines] == ["rid-1", "rid-2",
+                                                              "something else"]
+    flush_logs()
+    lines = [orjson.loads(line) for line in captured_log.getvalue().splitlines()]
+    assert [e.get("request_id") for e in lines][-1] == "rid-3"
+
+
+async def test_access_lines_have_the_fields_of_a_log_record(
+    captured_log: io.StringIO
+) -> None:
+    """The fast path writes what `log.info("request", extra=...)` through JsonFormatter
+    would: the same fields in the same order, the same values."""
+    fields = {"request_id": "rid-9", "route": "/v1/check", "method": "POST", "status": 200,
+              "duration_ms": 1.5}
+    log_as_served(captured_log)
+    AccessLog(logging.getLogger("exposure.http")).request(**fields)
+    logging.getLogger("exposure.http").info("request", extra=fields)
+    fast, formatted = (orjson.loads(line) for line in captured_log.getvalue().splitlines())
+    assert list(fast) == list(formatted)
+    assert {**fast, "ts": None} == {**formatted, "ts": None}
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", fast["ts"])
+
+
+async def test_a_batch_is_written_when_full_or_when_its_timer_fires() -> None:
+    stream = io.StringIO()
+    handler = BatchingJsonHandler(stream, flush_seconds=0.0, flush_lines=3)
+    entry = (0.0, "exposure.http", "rid", "/healthz", "GET", 200, 0.1)
+    for _ in range(3):
+        handler.add_access(entry)
+    assert stream.getvalue().count("\n") == 3  # full: written at once
+    handler.add_access(entry)
+    assert stream.getvalue().count("\n") == 3
+    for _ in range(3):  # the timer (due at once) runs in the next iterations of the loop
+        await asyncio.sleep(0)
+    assert stream.getvalue().count("\n") == 4
+    assert orjson.loads(stream.getvalue().splitlines()[0])["ts"] == "1970-01-01T00:00:00.000Z"
+
+
+async def test_access_lines_go_through_logging_under_another_set_up(
+    captured_log: io.StringIO, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a handler next to ours (here pytest's capture), the fast path would hide the
+    lines from it: they go through `logging` then."""
+    log_as_served(captured_log)
+    logging.getLogger().addHandler(caplog.handler)
+    try:
+        AccessLog(logging.getLogger("exposure.http")).request("rid-5", "/", "GET", 200, 0.5)
+    finally:
+        logging.getLogger().removeHandler(caplog.handler)
+    assert [getattr(r, "request_id", None) for r in caplog.records] == ["rid-5"]
+    assert '"rid-5"' in captured_log.getvalue()
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+async def test_a_log_that_cannot_be_written_does_not_fail_the_request(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    handler = BatchingJsonHandler(_FullDisk(), flush_lines=1)
+    handler.add_access((0.0, "exposure.http", "rid", "/healthz", "GET", 200, 0.1))  # no raise
+    handler.flush()
+    assert "No space left on device" in capsys.readouterr().err
