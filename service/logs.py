@@ -8,14 +8,16 @@ exceptions are logged as frames and type, never with their message.
 The access log (one line per request) is the one hot path: `AccessLog` hands its
 fields to the root handler without making a `LogRecord`, and `BatchingJsonHandler`
 writes them in batches (on a short timer, at a size threshold, before any other
-record and when the app stops). A graceful stop loses nothing; a crash (kill -9)
-loses at most the last `FLUSH_SECONDS` of access lines.
+record and when the app stops), in writes of whole lines small enough for a pipe to
+keep them whole. A graceful stop loses nothing; a crash (kill -9) loses at most the
+last `FLUSH_SECONDS` of access lines.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import sys
 import threading
 import time
@@ -34,6 +36,8 @@ _STANDARD: Final = frozenset(
 # (about 50 KiB), whichever comes first.
 FLUSH_SECONDS: Final = 0.1
 FLUSH_LINES: Final = 256
+# Bytes the kernel writes to a pipe in one piece (POSIX: at least 512; 4096 on Linux).
+PIPE_BUF: Final = getattr(select, "PIPE_BUF", 512)
 
 
 class JsonFormatter(logging.Formatter):
@@ -151,9 +155,38 @@ class BatchingJsonHandler(logging.Handler):
             self._timer = self._timer_loop = None
         entries, self._pending = self._pending, []
         text = _access_lines(entries) + then if entries else then
-        if text:
-            self.stream.write(text)
+        for piece in _atomic_pieces(text):
+            self.stream.write(piece)
             self.stream.flush()
+
+
+def _atomic_pieces(text: str, limit: int = PIPE_BUF) -> list[str]:
+    """`text` (whole lines) cut into writes of whole lines of at most `limit` bytes.
+
+    Workers share their stderr. When it is a pipe (a container's log, systemd), the
+    kernel keeps a write of up to PIPE_BUF bytes in one piece and may interleave
+    larger ones with another worker's: a batch written at once could cut a line of one
+    worker with a line of the other. A line longer than `limit` goes alone, as the
+    per-record writes of `logging` did.
+    """
+    if len(text) <= limit and text.isascii():
+        return [text] if text else []
+    pieces: list[str] = []
+    current: list[str] = []
+    size = 0
+    # "\n" alone ends a line: the others splitlines knows (U+2028...) may sit, raw, in
+    # a JSON string. The text ends with "\n", so the last part is empty.
+    *lines, rest = text.split("\n")
+    for line in (*(f"{line}\n" for line in lines), *([rest] if rest else [])):
+        length = len(line) if line.isascii() else len(line.encode())
+        if current and size + length > limit:
+            pieces.append("".join(current))
+            current, size = [], 0
+        current.append(line)
+        size += length
+    if current:
+        pieces.append("".join(current))
+    return pieces
 
 
 def _access_lines(entries: list[AccessEntry]) -> str:

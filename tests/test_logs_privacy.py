@@ -26,7 +26,13 @@ from service_support import JEAN_PIERRE, LAETITIA, MARIE, STRANGER, Crafted, bea
 from indexer.identity import fold_name, normalize_birth_date, normalize_nir
 from service.apikeys import KeyStore
 from service.app import create_app
-from service.logs import AccessLog, BatchingJsonHandler, configure_logging, flush_logs
+from service.logs import (
+    PIPE_BUF,
+    AccessLog,
+    BatchingJsonHandler,
+    configure_logging,
+    flush_logs,
+)
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -290,3 +296,31 @@ async def test_a_log_that_cannot_be_written_does_not_fail_the_request(
     handler.add_access((0.0, "exposure.http", "rid", "/healthz", "GET", 200, 0.1))  # no raise
     handler.flush()
     assert "No space left on device" in capsys.readouterr().err
+
+
+class _Pipe(io.StringIO):
+    """A stream that records each write, as a pipe would receive them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_a_batch_goes_out_in_writes_a_pipe_keeps_whole() -> None:
+    """Workers share stderr: over a pipe, only writes of up to PIPE_BUF bytes are kept
+    whole, so a batch is cut there, and only between lines."""
+    stream = _Pipe()
+    handler = BatchingJsonHandler(stream, flush_lines=10_000)
+    entry = (0.0, "exposure.http", "rid-\u00e9\u2028", "/v1/check", "POST", 200, 0.1)
+    for _ in range(500):
+        handler.add_access(entry)
+    handler.flush()
+    assert len(stream.writes) > 1
+    assert all(len(w.encode()) <= PIPE_BUF and w.endswith("\n") for w in stream.writes)
+    lines = stream.getvalue().split("\n")[:-1]
+    assert len(lines) == 500
+    assert all(orjson.loads(line)["request_id"] == "rid-\u00e9\u2028" for line in lines)
