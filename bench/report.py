@@ -145,7 +145,8 @@ def markdown(results: dict[str, Any]) -> str:
         "up, encode the verdict; bench/ceiling.py `--variant lookup`): the best ratio any "
         "`/v1/check` on this lookup code reaches in this process model. The service's "
         "distance to it is the cost of its features (authentication, rate limit, request "
-        "id, security headers, metrics, log).", "",
+        "id, security headers, metrics, log). With one worker, every server runs on one "
+        "core and wrk (and the open-loop generator) on the other.", "",
         "| workers | server | req/s (median) | runs | p99 closed loop (ms) | ratio to ceiling |",
         "|---:|---|---:|---|---:|---:|",
     ]

@@ -38,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,11 +167,31 @@ def _ms(text: str) -> float:
     return round(float(match[1]) * _UNITS[match[2]], 3) if match else float("nan")
 
 
-def run_wrk(url: str, lua: Path, seconds: float, connections: int) -> dict[str, Any]:
+def _on_cpus(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A `preexec_fn` that runs the child on `cpus` (None: wherever the kernel likes)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+def split_cpus(workers: int) -> tuple[set[int], set[int]] | None:
+    """(the server's CPUs, the load generator's) for one worker on a machine of two or
+    more: "load from a second process" then means from another core, and neither
+    steals the other's time slices (on 2 cores, unpinned, a latency run measured the
+    scheduler, not the service). None for more workers: they need every core."""
+    cpus = os.sched_getaffinity(0)
+    if workers != 1 or len(cpus) < 2:
+        return None
+    server = {min(cpus)}
+    return server, cpus - server
+
+
+def run_wrk(url: str, lua: Path, seconds: float, connections: int,
+            cpus: set[int] | None = None) -> dict[str, Any]:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency",
                "--timeout", "5s", "-s", str(lua), url + "/v1/check"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 30,
-                         check=True).stdout
+                         check=True, preexec_fn=_on_cpus(cpus)).stdout
     figures: dict[str, Any] = {"load": load()}
     if match := re.search(r"Requests/sec:\s+([\d.]+)", out):
         figures["rps"] = float(match[1])
@@ -199,13 +220,20 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
         servers[name] = serving.service_command(index, ctx.pepper, keys_db, workers, level)
     memory: list[dict[str, float]] = []
     latency: dict[str, Any] = {}
+    split = split_cpus(workers)
+    load_cpus = split[1] if split else None
     with _servers(ctx, servers, workers) as running:
+        if split:
+            for server in running.values():
+                server.pin(split[0])
+            say(f"throughput, 1 worker: servers on CPU {sorted(split[0])}, load generators "
+                f"on {sorted(split[1])}")
         say(f"throughput, {workers} worker(s): warm-up")
         for server in running.values():
-            run_wrk(server.url, lua, 1, connections)
+            run_wrk(server.url, lua, 1, connections, load_cpus)
         for repeat in range(plan.repeats):
             for name, server in running.items():
-                figures = run_wrk(server.url, lua, plan.wrk_seconds, connections)
+                figures = run_wrk(server.url, lua, plan.wrk_seconds, connections, load_cpus)
                 runs[name].append(figures)
                 say(f"  {name:<17} run {repeat + 1}: {figures.get('rps', 0):9,.0f} req/s "
                     f"p99 {figures.get('p99_ms', 0):.2f} ms (closed loop, {connections} conns)")
@@ -220,8 +248,8 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
         for name, windows in (("service", plan.latency_runs), ("ceiling", 1)):
             say(f"latency, {workers} worker(s), {name}: open loop at {rate:,} req/s "
                 f"(80% of the service's peak), {windows} x {plan.latency_seconds:g} s")
-            runs_ = [open_loop(running[name].port, bodies, rate, plan.latency_seconds)
-                     for _ in range(windows)]
+            runs_ = [open_loop(running[name].port, bodies, rate, plan.latency_seconds,
+                               load_cpus) for _ in range(windows)]
             for figures in runs_:
                 say(f"  p50 {figures['p50_ms']} ms p99 {figures['p99_ms']} ms (achieved "
                     f"{figures['achieved_rps']:,.0f} req/s; generator lateness p99 "
@@ -234,6 +262,8 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
     pairs = [s["rps"] / c["rps"] for s, c in zip(runs["service"], runs["ceiling"], strict=True)]
     return {
         "workers": workers, "connections": connections, "runs": runs,
+        "pinned": {"server_cpus": sorted(split[0]), "load_cpus": sorted(split[1])}
+        if split else None,
         "median_rps": {name: round(value) for name, value in medians.items()},
         "ratio": round(medians["service"] / medians["ceiling"], 3),
         "limit_ratio": round(medians["limit"] / medians["ceiling"], 3),
@@ -265,12 +295,13 @@ class _servers:
             manager.__exit__(None, None, None)
 
 
-def open_loop(port: int, bodies: Path, rate: float, seconds: float) -> dict[str, Any]:
+def open_loop(port: int, bodies: Path, rate: float, seconds: float,
+              cpus: set[int] | None = None) -> dict[str, Any]:
     command = [sys.executable, str(BENCH / "openloop.py"), "--port", str(port),
                "--rate", str(rate), "--seconds", str(seconds), "--bodies", str(bodies),
                "--connections", "64", "--warmup", "2"]
     out = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60,
-                         check=True).stdout
+                         check=True, preexec_fn=_on_cpus(cpus)).stdout
     figures: dict[str, Any] = json.loads(out)
     figures["load"] = load()
     return figures

@@ -56,6 +56,12 @@ class Server:
                             "pss_mib": round(pss / 1024, 1)})
         return figures
 
+    def pin(self, cpus: set[int]) -> None:
+        """Run every process of the server on `cpus` only."""
+        for pid in _tree(self.process.pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, cpus)
+
     def log_text(self) -> str:
         return self.log.read_text(encoding="utf-8", errors="replace")
 
