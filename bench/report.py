@@ -227,12 +227,43 @@ def markdown(results: dict[str, Any]) -> str:
             )
     if "profiles" in results:
         lines += ["", "## Where the time goes (py-spy, one worker, INFO)", ""]
+        lines += _per_request_costs(results["profiles"])
         for name, title in (("check", "`POST /v1/check` under wrk"),
+                            ("check_limit", "the limit (`bench/ceiling.py --variant lookup`) "
+                             "under wrk"),
                             ("bulk", "`POST /v1/check/batch`, one NDJSON stream")):
-            lines.append(profiling.render(title, results["profiles"][name]))
+            if name in results["profiles"]:
+                lines.append(profiling.render(title, results["profiles"][name]))
     if "private" in results:
         lines += _private_section(results["private"])
     return "\n".join(lines) + "\n"
+
+
+def _per_request_costs(profiles: dict[str, Any]) -> list[str]:
+    """µs per request by area, ceiling vs limit vs service: each profile's shares times
+    the time per request wrk measured while it was taken."""
+    names = [("check_ceiling", "ceiling"), ("check_limit", "limit"), ("check", "service")]
+    if not all(name in profiles and profiles[name].get("rps") for name, _ in names):
+        return []
+    costs = {}
+    for name, _ in names:
+        per_request = 1e6 / profiles[name]["rps"]
+        costs[name] = {area: pct * per_request / 100 for area, pct in profiles[name]["buckets"]}
+    areas = sorted({a for c in costs.values() for a in c}, key=lambda a: -costs["check"].get(a, 0))
+    lines = [
+        "`POST /v1/check` under wrk, one worker on its own core, each server profiled while "
+        "loaded: the share of samples in each area times the time per request measured "
+        "meanwhile (under py-spy, so slower than unprofiled; the same for all three). The "
+        "limit's extra time in aiohttp and the socket, next to the ceiling's, is what "
+        "handling a real answer costs there (bigger bodies, colder caches).", "",
+        "| µs per request | ceiling | limit | service |", "|---|---:|---:|---:|",
+    ]
+    for area in areas:
+        lines.append(f"| {area} | " + " | ".join(
+            f"{costs[name].get(area, 0):.1f}" for name, _ in names) + " |")
+    lines.append("| **total** | " + " | ".join(
+        f"**{1e6 / profiles[name]['rps']:.1f}**" for name, _ in names) + " |")
+    return [*lines, ""]
 
 
 def _private_section(p: dict[str, Any]) -> list[str]:

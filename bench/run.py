@@ -496,7 +496,9 @@ def private(records: int = 20_000, checks: int = 2_000) -> dict[str, Any]:
 
 
 def profiles(ctx: Context, lua: Path, body: Path) -> dict[str, Any]:
-    """py-spy on one worker under /v1/check load (wrk) and under one bulk request."""
+    """py-spy on one worker: the ceiling, the limit and the service under /v1/check load
+    (wrk, its req/s kept so that shares become µs per request), and the service under
+    one bulk request."""
     from service.apikeys import KeyStore
 
     keys_db = ctx.work / "keys-profile.sqlite"
@@ -506,16 +508,26 @@ def profiles(ctx: Context, lua: Path, body: Path) -> dict[str, Any]:
         token = store.create("bench", 10**12)[1]
     finally:
         store.close()
+    index = ctx.index_dir(1_000_000)
+    service = serving.service_command(index, ctx.pepper, keys_db, 1, "INFO")
+    runs = {
+        "check_ceiling": ("ceiling", serving.ceiling_command(1)),
+        "check_limit": ("ceiling", serving.ceiling_command(1, lookup=(index, ctx.pepper))),
+        "check": ("service", service),
+        "bulk": ("service", service),
+    }
+    split = split_cpus(1)
     out: dict[str, Any] = {}
-    command = serving.service_command(ctx.index_dir(1_000_000), ctx.pepper, keys_db, 1, "INFO")
-    for name in ("check", "bulk"):
-        with serving.running("service", command, 1, ctx.work / f"profile-{name}",
-                             "INFO") as server:
+    for name, (kind, command) in runs.items():
+        with serving.running(kind, command, 1, ctx.work / f"profile-{name}", "INFO") as server:
             raw = ctx.work / f"profile-{name}.txt"
-            if name == "check":
+            if name.startswith("check"):
+                if split:
+                    server.pin(split[0])
                 load_process = subprocess.Popen(
                     ["wrk", "-t1", "-c32", "-d12s", "-s", str(lua), server.url + "/v1/check"],
-                    stdout=subprocess.DEVNULL)
+                    stdout=subprocess.PIPE, text=True,
+                    preexec_fn=_on_cpus(split[1] if split else None))
             else:
                 load_process = subprocess.Popen(
                     ["curl", "-sS", "--max-time", "120", "--data-binary", f"@{body}",
@@ -523,10 +535,14 @@ def profiles(ctx: Context, lua: Path, body: Path) -> dict[str, Any]:
                      "-H", f"Authorization: Bearer {token}", "-o", os.devnull,
                      server.url + "/v1/check/batch"])
             time.sleep(1)
-            say(f"profile: py-spy on /v1/{'check' if name == 'check' else 'check/batch'}")
+            say(f"profile: py-spy on {name}")
             profiling.record(server.process.pid, 8, raw)
-            load_process.wait(timeout=180)
+            wrk_out, _ = load_process.communicate(timeout=180)
             out[name] = profiling.summary(raw)
+            if wrk_out and (match := re.search(r"Requests/sec:\s+([\d.]+)", wrk_out)):
+                # Under py-spy (it pauses the process for each sample): slower than
+                # unprofiled, the same for the three servers.
+                out[name]["rps"] = float(match[1])
     return out
 
 
