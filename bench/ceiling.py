@@ -12,11 +12,12 @@ rate limit, headers, log or metrics. Its ratio to the ceiling bounds what any
 `/v1/check` built on this normalisation and lookup code can reach in this process
 model; the service's distance to it is the cost of its features.
 
-Same process model as `exposure-serve` (service/cli.py): the parent binds and
-listens once, with the service's backlog, forks N workers that accept on the shared
-socket, each running an `AppRunner` with the service's runner settings (no access
-log, the same keep-alive and shutdown timeouts). The supervisor itself is not
-imported from service/cli.py because it builds the service's app by name; the
+Same process model as `exposure-serve` (service/cli.py): the parent holds the port
+and forks N workers, each listening on its own socket bound to it (SO_REUSEPORT)
+with the service's backlog, each running an `AppRunner` with the service's runner
+settings (no access log, the same keep-alive and shutdown timeouts). The supervisor
+itself is not imported from service/cli.py because it builds the service's app by
+name; the sockets and the
 settings it uses are.
 
     python bench/ceiling.py --port 0 --workers 2      # prints http://127.0.0.1:PORT/
@@ -45,7 +46,7 @@ from indexer.fingerprint import Fingerprinter, load_pepper  # noqa: E402
 from indexer.lookup import Checker  # noqa: E402
 from indexer.matchkeys import parse_query  # noqa: E402
 from indexer.reader import IndexReader  # noqa: E402
-from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS  # noqa: E402
+from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS, bind_socket  # noqa: E402
 from service.settings import Settings  # noqa: E402
 
 HOST: Final = "127.0.0.1"
@@ -114,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.variant == "lookup" and not (args.index and args.pepper_file):
         parser.error("--variant lookup needs --index and --pepper-file")
-    sock = socket.socket(socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((HOST, args.port))
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
-    print(f"ceiling: http://{HOST}:{sock.getsockname()[1]}/ ({args.workers} workers)",
+    # The service's sockets: with several workers, the parent holds the port and each
+    # worker listens on its own socket bound to it (service/cli.py).
+    sock = bind_socket(HOST, args.port, listen=args.workers == 1,
+                       reuse_port=args.workers > 1)
+    port = sock.getsockname()[1]
+    print(f"ceiling: http://{HOST}:{port}/ ({args.workers} workers)",
           file=sys.stderr, flush=True)
     if args.workers == 1:
         asyncio.run(_serve(sock, args))
@@ -131,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                asyncio.run(_serve(sock, args))
+                sock.close()
+                asyncio.run(_serve(bind_socket(HOST, port, listen=True), args))
             finally:
                 os._exit(0)
         children.append(pid)

@@ -8,8 +8,9 @@
     exposure-serve keys list
     exposure-serve keys revoke ID
 
-With --workers N the parent binds the socket once and forks N workers that accept
-on it; they share the memory-mapped index through the page cache. The parent
+With --workers N the parent reserves the port and forks N workers, each listening on
+its own socket bound to it (SO_REUSEPORT: the kernel spreads connections evenly over
+them); they share the memory-mapped index through the page cache. The parent
 restarts a worker that dies and passes SIGTERM/SIGINT on for a graceful drain: each
 worker stops accepting, lets its requests in flight finish (a bulk stream included,
 up to SHUTDOWN_TIMEOUT seconds), then stops.
@@ -198,18 +199,36 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     settings = settings_from_args(args)
     _precheck(settings)
-    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((args.host, args.port))
-    sock.listen(BACKLOG)
-    sock.set_inheritable(True)
-    print(f"exposure-serve: http://{args.host}:{sock.getsockname()[1]}/ "
+    # One worker listens on the socket bound here. With several, this socket only holds
+    # the port (bound, never listening): each worker listens on its own socket bound to
+    # the same port (SO_REUSEPORT), and the kernel spreads new connections evenly over
+    # them. On one shared listening socket, whichever worker woke first took the
+    # connection: all 64 keep-alive connections of a load test could land on one of
+    # two workers (measured), leaving the other core idle.
+    sock = bind_socket(args.host, args.port, listen=args.workers == 1,
+                       reuse_port=args.workers > 1)
+    port = sock.getsockname()[1]
+    print(f"exposure-serve: http://{args.host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",
           file=sys.stderr, flush=True)
     if args.workers == 1:
         _run_worker(settings, sock)
         return 0
-    return _supervise(settings, sock, args.workers)
+    return _supervise(settings, sock, (args.host, port), args.workers)
+
+
+def bind_socket(host: str, port: int, *, listen: bool, reuse_port: bool = True
+                ) -> socket.socket:
+    """A TCP socket bound to (host, port), shared with the other workers' when
+    `reuse_port` (SO_REUSEPORT); listening with the service's backlog when `listen`."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    if listen:
+        sock.listen(BACKLOG)
+    return sock
 
 
 def _run_worker(settings: Settings, sock: socket.socket) -> None:
@@ -266,7 +285,11 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
         await runner.cleanup()
 
 
-def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
+def _supervise(settings: Settings, sock: socket.socket, address: tuple[str, int],
+               workers: int) -> int:
+    """Fork `workers` workers, each listening on its own socket bound to `address`
+    (`sock`, bound there and never listening, holds the port meanwhile); restart one
+    that dies; pass SIGTERM and SIGINT on."""
     children: dict[int, int] = {}
     stopping = False
 
@@ -277,7 +300,8 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             code = 0
             try:
-                _run_worker(settings, sock)
+                sock.close()  # the parent's: it only holds the port
+                _run_worker(settings, bind_socket(*address, listen=True))
             except BaseException:  # noqa: BLE001 - report and exit the child
                 logging.getLogger("exposure.serve").exception("worker crashed")
                 code = 1
@@ -292,8 +316,7 @@ def _supervise(settings: Settings, sock: socket.socket, workers: int) -> int:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
                 pass
-        # The workers drain what they have; our copy of the listening socket would
-        # keep taking connections into the backlog that nobody accepts any more.
+        # The workers drain what they have; the port is free once they are gone.
         sock.close()
 
     signal.signal(signal.SIGTERM, stop)

@@ -231,6 +231,27 @@ def test_two_workers_answer_on_one_port(server: Server) -> None:
     assert status == 200 and json.loads(body)["match"] == "strong"
 
 
+def test_connections_are_spread_over_the_workers(server: Server) -> None:
+    """Each worker listens on its own socket (SO_REUSEPORT): the kernel deals new
+    connections out evenly. On one shared socket, whichever worker woke first took
+    them, and a load test's keep-alive connections could all land on one worker."""
+    connections = [http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+                   for _ in range(48)]
+    try:
+        for connection in connections:
+            connection.connect()  # all open at once: each goes to a worker now
+        workers = collections.Counter()
+        for connection in connections:
+            connection.request("GET", "/healthz")
+            response = connection.getresponse()
+            workers[json.loads(response.read())["worker"]] += 1
+    finally:
+        for connection in connections:
+            connection.close()
+    assert len(workers) == 2, workers
+    assert min(workers.values()) >= 8, workers  # binomial(48, 1/2): below 8 ~ 1e-6
+
+
 def test_keys_changed_from_the_command_line_apply_to_every_running_worker(
     server: Server, tmp_path: Path
 ) -> None:
