@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from indexer.build import BuildOptions, build_index
+from indexer.fingerprint import Fingerprinter
+from indexer.matchkeys import QUERY_FIELDS
+from indexer.reader import IndexReader
 from indexer.synth import write_synthetic_breach
 from service.apikeys import KeyStore
 from service.app import create_app
@@ -51,6 +54,11 @@ class Breach:
             return {row["ref"]: row for row in csv.DictReader(stream)}
 
 
+def query_fields(member: Mapping[str, str]) -> dict[str, str]:
+    """The query of a member-file row: its non-empty identifier fields."""
+    return {name: member[name] for name in QUERY_FIELDS if member.get(name)}
+
+
 def build_breach(root: Path, records: int = SYNTH_RECORDS, seed: int = SYNTH_SEED,
                  shards: int = 4) -> Breach:
     root.mkdir(parents=True, exist_ok=True)
@@ -66,6 +74,16 @@ def build_breach(root: Path, records: int = SYNTH_RECORDS, seed: int = SYNTH_SEE
 @pytest.fixture(scope="session")
 def breach(tmp_path_factory: pytest.TempPathFactory) -> Breach:
     return build_breach(tmp_path_factory.mktemp("breach"))
+
+
+@pytest.fixture(scope="module")
+def reader(breach: Breach) -> Iterator[IndexReader]:
+    """The breach's index, opened once per test module."""
+    opened = IndexReader.open_current(
+        breach.index_dir, Fingerprinter(breach.pepper_file.read_bytes())
+    )
+    yield opened
+    opened.close()
 
 
 @pytest.fixture

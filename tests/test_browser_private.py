@@ -30,7 +30,7 @@ from urllib.parse import quote, quote_plus, unquote_plus
 
 import aiohttp
 import pytest
-from conftest import Breach
+from conftest import Breach, query_fields
 from playwright.async_api import Browser, Page, Request, expect
 from test_browser import CHROMIUM, PHONE, Watch, axe, new_page
 from test_form import CATALOGUES, pick
@@ -41,7 +41,7 @@ from indexer.build import BuildOptions, build_index
 from indexer.generation import current_generation
 from indexer.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
 from indexer.manifest import load_manifest, write_manifest
-from indexer.matchkeys import QUERY_FIELDS, QueryError, parse_query
+from indexer.matchkeys import QueryError, parse_query
 from indexer.private import build_private
 from service.app import create_app
 from service.settings import Settings
@@ -241,13 +241,9 @@ def _today_js() -> list[int]:
 
 def _keys(member: Mapping[str, str]) -> list[Any]:
     try:
-        return parse_query(_query(member), today=TODAY)
+        return parse_query(query_fields(member), today=TODAY)
     except QueryError:
         return []
-
-
-def _query(member: Mapping[str, str]) -> dict[str, str]:
-    return {name: member[name] for name in QUERY_FIELDS if member.get(name)}
 
 
 @pytest.mark.parametrize(("kind", "inputs"), [
@@ -310,7 +306,7 @@ async def test_javascript_match_keys_agree_on_every_member(
     """parse_query on the whole synthetic member file (accents, separators, spaces in
     the NIR, DD/MM/YYYY dates, missing fields) and on incomplete queries."""
     page, watch = await library_page(browser, base_url)
-    queries = [_query(member) for member in breach.members()]
+    queries = [query_fields(member) for member in breach.members()]
     queries += [{}, {"birth_date": "01/02/1980"}, {"last_name": "Martin"},
                 {"first_name": "Léa", "birth_date": "01/02/1980"},
                 {"last_name": "Martin", "birth_date": "01/02/1980"},

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SYNTH_RECORDS, Breach
+from conftest import SYNTH_RECORDS, Breach, query_fields
 from distributed import Client, LocalCluster
 from index_support import cli, files_under
 
@@ -38,7 +38,6 @@ from indexer.reader import IndexReader
 from indexer.sources import load_sources
 
 SHARDS = 4
-MEMBER_FIELDS = ("nir", "birth_date", "last_name", "first_name")
 # Not part of what must match: when and where a generation was built.
 PER_BUILD = ("generation", "created", "manifest_xxh3_64")
 
@@ -110,7 +109,7 @@ def test_the_dask_index_verifies_and_answers_like_the_local_one(
     assert verify_generation(dask) == []
     assert current_generation(dask.parent) == dask
     fingerprinter = Fingerprinter(breach.pepper_file.read_bytes())
-    queries = [parse_query({k: member[k] for k in MEMBER_FIELDS if member[k]})
+    queries = [parse_query(query_fields(member))
                for member in breach.members()]
     verdicts = []
     for name in ("local", "dask"):

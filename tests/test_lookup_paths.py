@@ -9,29 +9,14 @@ included; `Checker` gives the same verdicts whichever path a batch takes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
-import pytest
-from conftest import Breach
+from conftest import Breach, query_fields
 
 from indexer.bloom import bloom_contains
-from indexer.fingerprint import Fingerprinter
 from indexer.lookup import SCALAR_KEYS, Checker
 from indexer.matchkeys import parse_query
 from indexer.reader import IndexReader
 from indexer.shards import shard_of
-
-MEMBER_FIELDS = ("nir", "birth_date", "last_name", "first_name")
-
-
-@pytest.fixture(scope="module")
-def reader(breach: Breach) -> Iterator[IndexReader]:
-    opened = IndexReader.open_current(
-        breach.index_dir, Fingerprinter(breach.pepper_file.read_bytes())
-    )
-    yield opened
-    opened.close()
 
 
 def _reference(reader: IndexReader, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +86,7 @@ def test_the_one_key_path_agrees_with_the_reference(reader: IndexReader) -> None
 
 def test_verdicts_do_not_depend_on_the_path(breach: Breach, reader: IndexReader) -> None:
     checker = Checker(reader)
-    queries = [parse_query({k: m[k] for k in MEMBER_FIELDS if m[k]}) for m in breach.members()]
+    queries = [parse_query(query_fields(m)) for m in breach.members()]
     batched = checker.check_many(queries)  # the vectorised path
     small = [v for i in range(0, len(queries), 4) for v in checker.check_many(queries[i:i + 4])]
     assert sum(len(q) for q in queries[:4]) <= SCALAR_KEYS  # ... and the key-by-key one

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
-from conftest import Breach
+from conftest import Breach, query_fields
 
 from indexer import oprf
 from indexer.build import BuildOptions, build_index
@@ -29,7 +29,7 @@ from indexer.dumps import detect_layout, iter_blocks, parse_block
 from indexer.generation import current_generation
 from indexer.identity import fold_name, normalize_nir
 from indexer.manifest import load_manifest, write_manifest
-from indexer.matchkeys import QUERY_FIELDS, QueryError
+from indexer.matchkeys import QueryError
 from indexer.private import (
     ENTRIES_FILE,
     OFFSETS_FILE,
@@ -131,10 +131,6 @@ async def _params(client: Client) -> dict[str, Any]:
     return body
 
 
-def _query(member: Mapping[str, str]) -> dict[str, str]:
-    return {name: member[name] for name in QUERY_FIELDS if member.get(name)}
-
-
 # ------------------------------------------------------------------------ contract
 
 
@@ -165,11 +161,11 @@ async def test_private_check_matches_plain_check_on_every_member(
     expected = breach.expected()
     checker = PrivateChecker(params_from_json(await _params(private_client)),
                              evaluator(private_client), batch_items=97)
-    outcomes = await checker.check_many([_query(m) for m in members])
+    outcomes = await checker.check_many([query_fields(m) for m in members])
     assert len(outcomes) == len(members)
     seen = {"strong": 0, "weak": 0, "not_found": 0}
     for member, outcome in zip(members, outcomes, strict=True):
-        response = await private_client.post("/v1/check", json=_query(member))
+        response = await private_client.post("/v1/check", json=query_fields(member))
         if response.status == 422:
             assert isinstance(outcome, QueryError), member["ref"]
             continue
@@ -196,11 +192,11 @@ async def test_single_check_and_http_transport(
     absent = next(m for m in breach.members() if expected[m["ref"]]["in_breach"] == "false")
     # connect(): the aiohttp transport, over the test server's loopback socket.
     checker = await connect(str(private_client.make_url("")), private_client.session)
-    assert (await checker.check(_query(strong))).match == "strong"
+    assert (await checker.check(query_fields(strong))).match == "strong"
     only_names = {k: weak[k] for k in ("last_name", "first_name", "birth_date")}
     assert (await checker.check(only_names)).as_json() == {
         "found": True, "match": "weak", "matched_on": ["last_name", "first_name", "birth_date"]}
-    assert (await checker.check(_query(absent))).found is False
+    assert (await checker.check(query_fields(absent))).found is False
     with pytest.raises(QueryError):
         await checker.check({"nir": strong["nir"]})  # no date of birth: incomplete
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import Breach
+from conftest import Breach, query_fields
 from index_support import (
     BAD_KEY_NIR,
     OCTAVE_NIR,
@@ -25,23 +25,12 @@ from indexer.lookup import NOT_FOUND, Checker
 from indexer.matchkeys import MatchKey, QueryError, parse_query
 from indexer.reader import IndexError_, IndexReader, KeyMismatch
 
-MEMBER_FIELDS = ("nir", "birth_date", "last_name", "first_name")
-
-
-@pytest.fixture(scope="module")
-def reader(breach: Breach) -> Iterator[IndexReader]:
-    opened = IndexReader.open_current(
-        breach.index_dir, Fingerprinter(breach.pepper_file.read_bytes())
-    )
-    yield opened
-    opened.close()
-
 
 def _queries(breach: Breach) -> tuple[list[str], list[list[MatchKey]]]:
     refs, queries = [], []
     for member in breach.members():
         refs.append(member["ref"])
-        queries.append(parse_query({k: member[k] for k in MEMBER_FIELDS if member[k]}))
+        queries.append(parse_query(query_fields(member)))
     return refs, queries
 
 
