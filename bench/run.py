@@ -310,8 +310,19 @@ def open_loop(port: int, bodies: Path, rate: float, seconds: float,
 # --------------------------------------------------------------------------- bulk
 
 
-def bulk(ctx: Context, members: list[dict[str, str]]) -> dict[str, Any]:
+def bench_token(keys_db: Path) -> str:
+    """An API key in a fresh key database, with a rate no bench run can exhaust."""
     from service.apikeys import KeyStore
+
+    keys_db.unlink(missing_ok=True)
+    store = KeyStore(keys_db)
+    try:
+        return store.create("bench", 10**12)[1]
+    finally:
+        store.close()
+
+
+def bulk(ctx: Context, members: list[dict[str, str]]) -> dict[str, Any]:
     from service.settings import Settings
 
     plan = ctx.plan
@@ -319,12 +330,7 @@ def bulk(ctx: Context, members: list[dict[str, str]]) -> dict[str, Any]:
     body = workload.write_ndjson(lines, ctx.work / "bulk.ndjson")
     warm = workload.write_ndjson(lines[:20_000], ctx.work / "bulk-warm.ndjson")
     keys_db = ctx.work / "keys-bulk.sqlite"
-    keys_db.unlink(missing_ok=True)
-    store = KeyStore(keys_db)
-    try:
-        token = store.create("bench", 10**12)[1]
-    finally:
-        store.close()
+    token = bench_token(keys_db)
     chunk = Settings().batch_chunk_lines
     http_runs: list[dict[str, Any]] = []
     core_runs: list[float] = []
@@ -499,15 +505,8 @@ def profiles(ctx: Context, lua: Path, body: Path) -> dict[str, Any]:
     """py-spy on one worker: the ceiling, the limit and the service under /v1/check load
     (wrk, its req/s kept so that shares become µs per request), and the service under
     one bulk request."""
-    from service.apikeys import KeyStore
-
     keys_db = ctx.work / "keys-profile.sqlite"
-    keys_db.unlink(missing_ok=True)
-    store = KeyStore(keys_db)
-    try:
-        token = store.create("bench", 10**12)[1]
-    finally:
-        store.close()
+    token = bench_token(keys_db)
     index = ctx.index_dir(1_000_000)
     service = serving.service_command(index, ctx.pepper, keys_db, 1, "INFO")
     runs = {

@@ -36,7 +36,6 @@ import ipaddress
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import serving  # noqa: E402
 from build_bench import _memory_kib, _tree  # noqa: E402
 
 from indexer.build import BuildOptions, build_index  # noqa: E402
@@ -141,10 +141,8 @@ def _drain(stream: IO[bytes], service: Service) -> None:
 @contextlib.contextmanager
 def running_service(args: argparse.Namespace, index_dir: Path, pepper_file: Path,
                     keys_db: Path) -> Iterator[Service]:
-    command = [sys.executable, "-m", "service.cli", "--index", str(index_dir),
-               "--pepper-file", str(pepper_file), "--keys-db", str(keys_db),
-               "--host", HOST, "--port", "0", "--workers", str(args.workers),
-               "--anon-rate", "0", "--log-level", args.log_level]
+    command = serving.service_command(index_dir, pepper_file, keys_db, args.workers,
+                                      args.log_level)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXPOSURE_")}
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                env=env, cwd=ROOT)
@@ -165,13 +163,7 @@ def running_service(args: argparse.Namespace, index_dir: Path, pepper_file: Path
         threading.Thread(target=_drain, args=(process.stderr, service), daemon=True).start()
         yield service
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        serving.stop(process, timeout=60)
 
 
 async def wait_ready(session: aiohttp.ClientSession, base: str) -> None:
