@@ -39,7 +39,7 @@ from .errors import (
 )
 from .inflight import InFlight
 from .logs import AccessLog
-from .metrics import Metrics
+from .metrics import Metrics, route_label
 from .settings import Settings
 
 __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "answer_headers", "make_middleware",
@@ -149,13 +149,8 @@ def make_middleware(settings: Settings, metrics: Metrics, inflight: InFlight) ->
             else _next_request_id()
         request[REQUEST_ID] = request_id
         started = time.perf_counter()
-        info = request.match_info
-        if info.http_exception is None:
-            route = info.route
-            label = route.resource.canonical if route.resource is not None else "unmatched"
-            deadline = None if route.name in STREAMING_ROUTES else body_timeout
-        else:
-            label, deadline = "unmatched", body_timeout
+        label = route_label(request)
+        deadline = None if request.match_info.route.name in STREAMING_ROUTES else body_timeout
         inflight.started()
         try:
             response = await _handled(request, handler, deadline, request_id, label)
