@@ -5,6 +5,11 @@
 itself costs for one small JSON request on this machine; DESIGN §6 asks the real
 `/v1/check` to reach 80% of it with the same worker count and the same load tool.
 
+`--variant canned` is the ceiling answering a real verdict instead: the answer of a
+member found by the strong key, the size of the service's (some 230 bytes, not 41),
+built once. Next to the ceiling it shows what the size of a real answer costs aiohttp
+and the socket by itself.
+
 `--variant lookup` is the limit, not the ceiling: the same bare handler doing only
 the work no lookup service can skip (normalise the query, fingerprint its keys, look
 them up, encode the verdict) on a real index, with no middleware, authentication,
@@ -59,6 +64,20 @@ async def check(request: web.Request) -> web.Response:
     return web.Response(body=NOT_FOUND, content_type="application/json")
 
 
+# A member found by the strong key in the synthetic Almerys dump, as /v1/check says it.
+CANNED: Final = orjson.dumps({"found": True, "match": "strong", "sources": [{
+    "id": "almerys-2024", "title": "Almerys", "breach_date": "2024-01-29",
+    "matched_on": ["nir", "birth_date"],
+    "exposed": ["name", "birth_date", "nir", "birth_rank", "insurer", "marital_status",
+                "tp_guarantee"],
+}]})
+
+
+async def canned(request: web.Request) -> web.Response:
+    orjson.loads(await request.read())
+    return web.Response(body=CANNED, content_type="application/json")
+
+
 async def ready(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status": "ready"}', content_type="application/json")
 
@@ -84,7 +103,8 @@ def create_ceiling_app(handler: Handler = check) -> web.Application:
 
 async def _serve(sock: socket.socket, args: argparse.Namespace) -> None:
     defaults = Settings()
-    handler = lookup_handler(args.index, args.pepper_file) if args.variant == "lookup" else check
+    handler = lookup_handler(args.index, args.pepper_file) if args.variant == "lookup" \
+        else canned if args.variant == "canned" else check
     runner = web.AppRunner(
         create_ceiling_app(handler), handle_signals=False, access_log=None,
         keepalive_timeout=defaults.keepalive_timeout,
@@ -107,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--workers", type=int, default=1)
-    parser.add_argument("--variant", choices=("trivial", "lookup"), default="trivial",
-                        help="trivial: the ceiling; lookup: the limit (needs --index and "
+    parser.add_argument("--variant", choices=("trivial", "canned", "lookup"),
+                        default="trivial", help="trivial: the ceiling; canned: the ceiling "
+                        "answering a real verdict; lookup: the limit (needs --index and "
                         "--pepper-file)")
     parser.add_argument("--index", type=Path, help="index directory, for --variant lookup")
     parser.add_argument("--pepper-file", type=Path, help="pepper, for --variant lookup")

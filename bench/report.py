@@ -47,6 +47,8 @@ def judge(results: dict[str, Any]) -> list[dict[str, Any]]:
         rps = entry["median_rps"]
         limit = (f"; the bare lookup, the limit: {entry['limit_ratio']:.3f}"
                  if "limit_ratio" in entry else "")
+        if "canned" in rps:
+            limit += f"; a real answer without lookup: {rps['canned'] / rps['ceiling']:.3f}"
         add(f"/v1/check req/s vs ceiling, {entry['workers']} worker(s)", entry["ratio"],
             targets["check_ratio"], "x ceiling", True, "measured",
             f"{rps['service']:,} vs {rps['ceiling']:,} req/s{limit}")
@@ -146,8 +148,10 @@ def markdown(results: dict[str, Any]) -> str:
         "up, encode the verdict; bench/ceiling.py `--variant lookup`): the best ratio any "
         "`/v1/check` on this lookup code reaches in this process model. The service's "
         "distance to it is the cost of its features (authentication, rate limit, request "
-        "id, security headers, metrics, log). With one worker, every server runs on one "
-        "core and wrk (and the open-loop generator) on the other.", "",
+        "id, security headers, metrics, log). `canned` (one worker) is the ceiling "
+        "answering a real verdict of the service's size (`--variant canned`): what the "
+        "answer's size costs alone. With one worker, every server runs on one core and "
+        "wrk (and the open-loop generator) on the other.", "",
         "| workers | server | req/s (median) | runs | p99 closed loop (ms) | ratio to ceiling |",
         "|---:|---|---:|---|---:|---:|",
     ]

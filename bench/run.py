@@ -211,9 +211,13 @@ def throughput(ctx: Context, lua: Path, bodies: Path, workers: int) -> dict[str,
     connections = 32 * workers
     keys_db = ctx.work / "keys-throughput.sqlite"
     index = ctx.index_dir(1_000_000)
-    runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "limit": []}
-    servers = {"ceiling": serving.ceiling_command(workers),
-               "limit": serving.ceiling_command(workers, lookup=(index, ctx.pepper))}
+    servers = {"ceiling": serving.ceiling_command(workers)}
+    if workers == 1:
+        # The ceiling answering a real verdict, for the target's own worker count: what
+        # a real answer's size costs aiohttp and the socket alone, next to the limit.
+        servers["canned"] = serving.ceiling_command(workers, variant="canned")
+    servers["limit"] = serving.ceiling_command(workers, lookup=(index, ctx.pepper))
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
     for level in plan.log_levels:
         name = "service" if level == "INFO" else f"service-{level.lower()}"
         runs[name] = []

@@ -84,10 +84,12 @@ def service_command(index_dir: Path, pepper: Path, keys_db: Path, workers: int,
             "--log-level", log_level]
 
 
-def ceiling_command(workers: int, lookup: tuple[Path, Path] | None = None) -> list[str]:
-    """The ceiling; with `lookup` = (index, pepper), the limit (bench/ceiling.py)."""
+def ceiling_command(workers: int, lookup: tuple[Path, Path] | None = None,
+                    variant: str = "trivial") -> list[str]:
+    """The ceiling (or its `variant`); with `lookup` = (index, pepper), the limit
+    (bench/ceiling.py)."""
     command = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "--port", "0",
-               "--workers", str(workers)]
+               "--workers", str(workers), "--variant", variant]
     if lookup is not None:
         command += ["--variant", "lookup", "--index", str(lookup[0]),
                     "--pepper-file", str(lookup[1])]
