@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from indexer.fingerprint import Fingerprinter, load_pepper  # noqa: E402
 from indexer.lookup import Checker  # noqa: E402
-from indexer.matchkeys import parse_query  # noqa: E402
+from indexer.matchkeys import canonical_keys  # noqa: E402
 from indexer.reader import IndexReader  # noqa: E402
 from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS, bind_socket  # noqa: E402
 from service.settings import Settings  # noqa: E402
@@ -88,7 +88,7 @@ def lookup_handler(index: Path, pepper: Path) -> Handler:
     checker = Checker(IndexReader.open_current(index, Fingerprinter(load_pepper(pepper))))
 
     async def lookup(request: web.Request) -> web.Response:
-        verdict = checker.check(parse_query(orjson.loads(await request.read())))
+        verdict = checker.check_one(canonical_keys(orjson.loads(await request.read())))
         return web.Response(body=orjson.dumps(verdict), content_type="application/json")
 
     return lookup

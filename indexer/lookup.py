@@ -5,7 +5,8 @@ whole batch, looked up in one vectorised call, then each query's keys are read b
 strongest first. For each source the strongest matching key wins and its record's
 data classes are reported (`exposed`); the top-level `match` is the strongest of all.
 Queries come as canonical keys (`matchkeys.canonical_keys`), whose form says their
-strength, or as MatchKeys (`check`, `check_many`), which carry the same.
+strength (`check_one`, `check_keys`), or as MatchKeys (`check`, `check_many`), which
+carry the same.
 
 A handful of keys (one `/v1/check`) is looked up key by key instead (numpy's call
 overhead would cost ten times the lookup). A verdict depends only on which kinds of
@@ -63,7 +64,19 @@ class Checker:
         self._verdicts: dict[Hits, Verdict] = {}
 
     def check(self, keys: Sequence[MatchKey]) -> Verdict:
-        return self.check_keys([[key.canonical for key in keys]])[0]
+        return self.check_one([key.canonical for key in keys])
+
+    def check_one(self, keys: Sequence[str]) -> Verdict:
+        """The verdict of one query given as canonical keys, strongest first: what a
+        `/v1/check` calls. `check_keys` for a single query, key by key, without its
+        bookkeeping of which key belongs to which query."""
+        one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
+        hits = b""
+        for canonical in keys:
+            row = one(fingerprint(canonical))
+            if row is not None:
+                hits += _TAGS[key_strength(canonical)] + row
+        return self._cached_verdict(hits) if hits else NOT_FOUND
 
     def check_many(self, queries: Sequence[Sequence[MatchKey]]) -> list[Verdict]:
         return self.check_keys([[key.canonical for key in keys] for keys in queries])

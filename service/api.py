@@ -13,7 +13,7 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
-from indexer.matchkeys import parse_query
+from indexer.matchkeys import canonical_keys
 from indexer.reader import IndexReader
 from indexer.records import DATA_CLASSES
 
@@ -72,7 +72,7 @@ async def check(request: web.Request) -> web.Response:
     body = await read_json_object(request)
     checker = request.app[INDEX].checker
     started = time.perf_counter()
-    verdict = checker.check(parse_query(body))
+    verdict = checker.check_one(canonical_keys(body))
     request.app[METRICS].single_lookup(time.perf_counter() - started, bool(verdict["found"]))
     return json_response(verdict)
 
