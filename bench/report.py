@@ -172,7 +172,9 @@ def markdown(results: dict[str, Any]) -> str:
         "lightly loaded); the ceiling at 80% of *its own* peak, over as many windows, is "
         "the other (what 80% load does to the p99 of the most trivial server on this "
         "machine: where it misses 10 ms too, the machine decides the target, not the "
-        "service). Latency runs from each request's scheduled time, queueing included; "
+        "service; where it achieves less than it is offered, the generator and the "
+        "servers together need more than the machine's cores). Latency runs from each "
+        "request's scheduled time, queueing included; "
         "each window follows 2 s of warm-up at the same rate. A server's figure is its "
         "median window (p99 of each window in the last column).", "",
         "| workers | server | offered req/s | achieved | p50 ms | p99 ms | p99.9 ms | max ms "
@@ -257,6 +259,11 @@ def _own_80(latency: dict[str, Any]) -> str:
     own = latency.get("ceiling_own_80")
     if own is None:
         return ""
+    if own["achieved_rps"] < 0.95 * own["offered_rps"]:
+        # The generator shares the cores with the servers: with as many workers as
+        # cores, the load can't be offered, let alone answered in time.
+        return (f"; ceiling at 80% of its own peak: not reached, {own['achieved_rps']:,.0f} "
+                f"of {own['offered_rps']:,.0f} req/s offered, p99 {own['p99_ms']} ms")
     return (f"; ceiling at 80% of its own peak ({own['achieved_rps']:,.0f} req/s) p99 "
             f"{own['p99_ms']} ms")
 
@@ -337,14 +344,16 @@ def chart(results: dict[str, Any], path: Path) -> None:
     fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
     (ax_rps, ax_lat), (ax_build, ax_start) = axes
     entries = results["throughput"]
-    names = list(entries[0]["median_rps"])
+    # Every server measured at some worker count (`canned` runs with one worker only).
+    names = list(dict.fromkeys(name for e in entries for name in e["median_rps"]))
     width = 0.8 / len(names)
     for i, name in enumerate(names):
-        xs = [e["workers"] + (i - (len(names) - 1) / 2) * width for e in entries]
-        ys = [e["median_rps"][name] for e in entries]
+        measured = [e for e in entries if name in e["median_rps"]]
+        xs = [e["workers"] + (i - (len(names) - 1) / 2) * width for e in measured]
+        ys = [e["median_rps"][name] for e in measured]
         bars = ax_rps.bar(xs, ys, width, label=name)
         if name != "ceiling":
-            for bar, e in zip(bars, entries, strict=True):
+            for bar, e in zip(bars, measured, strict=True):
                 ax_rps.annotate(f"{e['median_rps'][name] / e['median_rps']['ceiling']:.0%}",
                                 (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                                 ha="center", va="bottom", fontsize=8)

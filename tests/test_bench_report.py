@@ -51,3 +51,22 @@ def test_the_markdown_has_every_section(results: dict[str, Any]) -> None:
         assert "## Private lookups" in text
     rows = [line for line in text.splitlines() if line.startswith("| /v1/check req/s")]
     assert len(rows) == len(results["throughput"])
+
+
+def test_the_p99_verdict_names_the_machine_control_when_the_run_has_it(
+    results: dict[str, Any],
+) -> None:
+    verdicts = {v["what"]: v for v in report.judge(results)}
+    for entry in results["throughput"]:
+        verdict = verdicts[f"p99 at 80% of peak, {entry['workers']} worker(s)"]
+        own = entry["latency_at_80pct"].get("ceiling_own_80")
+        if own is None:
+            assert "its own peak" not in verdict["note"]
+        else:
+            assert f"p99 {own['p99_ms']} ms" in verdict["note"].split("its own peak")[1]
+
+
+def test_the_chart_renders_from_the_results(results: dict[str, Any], tmp_path: Path) -> None:
+    png = tmp_path / "chart.png"
+    report.chart(results, png)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
