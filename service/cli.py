@@ -47,6 +47,7 @@ from . import private
 from .apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
 from .app import create_app
 from .logs import configure_logging, flush_logs
+from .protocol import ServiceRunner
 from .settings import Settings
 from .state import INFLIGHT
 
@@ -257,7 +258,7 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     app = create_app(settings)
-    runner = web.AppRunner(
+    runner = ServiceRunner(
         app, handle_signals=False, access_log=None,
         keepalive_timeout=settings.keepalive_timeout,
         lingering_time=min(LINGERING_SECONDS, settings.body_timeout),

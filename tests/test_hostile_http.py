@@ -26,6 +26,7 @@ from live_server import LiveServer, chunked_http_body, live_server, read_until_c
 from service_support import LAETITIA, MARIE, STRANGER, Crafted, build_crafted
 
 from service.apikeys import KeyStore
+from service.protocol import protocol_error
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
@@ -327,6 +328,34 @@ def test_invalid_utf8_everywhere(server: LiveServer, token: str) -> None:
         assert status_of(server.raw(raw)) in (200, 400, 401)
 
 
+# --------------------------------------------------------------------- unparseable HTTP
+
+NIR = MARIE["nir"].encode()
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /v1/check?nir=" + NIR + b"\x01 HTTP/1.1\r\nHost: x\r\n\r\n",  # control char
+    b"G\x00T /" + NIR + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # bad method
+    b"GET /" + NIR + b" HTTP/9.1\r\nHost: x\r\n\r\n",  # bad version
+    b"GET / HTTP/1.1\r\nHost: x\r\nX-Nir: " + NIR + b"\x01\r\n\r\n",  # bad header
+    b"GET /?nir=" + NIR + b"a" * 100_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # too long
+], ids=["control-char", "method", "version", "header", "long-line"])
+def test_a_request_aiohttp_cannot_parse_gets_our_problem_quoting_nothing(
+    server: LiveServer, raw: bytes
+) -> None:
+    # aiohttp answers these itself, before any middleware; its own 400 quotes the line.
+    answer = server.raw(raw)
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert status_of(answer) == 400
+    assert NIR not in answer
+    headers = head.lower()
+    assert b"content-type: application/problem+json" in headers
+    assert b"cache-control: no-store" in headers and b"x-content-type-options: nosniff" \
+        in headers
+    assert orjson.loads(body)["status"] == 400
+    assert MARIE["nir"] not in server.log_text()
+
+
 # --------------------------------------------------------------------- nesting
 
 
@@ -451,3 +480,14 @@ def test_bulk_clients_that_vanish_midway_leave_nothing_behind(
     assert not [e for e in ours if e["level"] in ("error", "critical")]
     assert not [e for e in server.log_text().splitlines()
                 if "Cannot write to closing transport" in e or "ConnectionResetError" in e]
+
+
+@pytest.mark.parametrize(("status", "answered"), [(400, 400), (413, 413), (431, 431),
+                                                  (500, 500), (599, 400)])
+def test_aiohttps_own_statuses_keep_their_code_and_say_nothing_of_the_request(
+    status: int, answered: int
+) -> None:
+    problem = protocol_error(status).problem()
+    assert problem["status"] == answered
+    assert problem["detail"] in ("The request is not valid HTTP/1.1 and was not read.",
+                                 "The request was not read.", "Internal error.")
