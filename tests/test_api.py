@@ -35,6 +35,7 @@ from service_support import (
 from service.apikeys import KeyStore
 from service.app import create_app
 from service.metrics import LOOKUP_BUCKETS, Metrics
+from service.middleware import SECURITY_HEADERS
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -512,6 +513,38 @@ async def test_security_headers_and_request_id(client: Client) -> None:
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     response = await client.get("/healthz", headers={"X-Request-Id": "<script>"})
     assert response.headers["X-Request-Id"] != "<script>"
+
+
+async def test_every_kind_of_answer_carries_the_security_headers_and_its_request_id(
+    client: Client, api_key: str
+) -> None:
+    # JSON, problem documents (ours and aiohttp's 404/405), a page, a static file,
+    # the metrics text and a streamed bulk answer: each is built its own way.
+    member = json.dumps(MARIE).encode()
+    answers = {
+        "healthz": await client.get("/healthz"),
+        "openapi": await client.get("/openapi.json"),
+        "metrics": await client.get("/metrics"),
+        "form": await client.get("/"),
+        "static": await client.get("/static/form.css"),
+        "404": await client.get("/nowhere"),
+        "405": await client.get("/v1/check"),
+        "415": await client.post("/v1/check", data=b"{}"),
+        "422": await client.post("/v1/check", json={"nir": "1"}),
+        "check": await client.post("/v1/check", json=MARIE),
+        "bulk": await client.post("/v1/check/batch", data=member + b"\n", headers={
+            "Content-Type": "application/x-ndjson", **bearer(api_key)}),
+        "bulk 401": await client.post("/v1/check/batch", data=member,
+                                      headers={"Content-Type": "application/x-ndjson"}),
+    }
+    request_ids = set()
+    for name, response in answers.items():
+        await response.read()
+        for header, value in SECURITY_HEADERS.items():
+            assert response.headers.get(header) == value, (name, header)
+        request_ids.add(response.headers.get("X-Request-Id"))
+    assert None not in request_ids and len(request_ids) == len(answers)
+    assert answers["static"].status == 200 and answers["bulk"].status == 200
 
 
 # --------------------------------------------------------------------- no input is a 500
