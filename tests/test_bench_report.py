@@ -36,6 +36,9 @@ def test_every_target_is_judged(results: dict[str, Any]) -> None:
 
 def test_a_verdict_agrees_with_its_figure(results: dict[str, Any]) -> None:
     for verdict in report.judge(results):
+        if verdict["met"] is None:  # shown, not judged (a quick run's 1M start-up)
+            assert verdict["how"].startswith("not judged")
+            continue
         higher = verdict["what"].startswith(("/v1", "bulk"))
         value, target = verdict["value"], verdict["target"]
         assert verdict["met"] == (value >= target if higher else value <= target), verdict
@@ -70,3 +73,13 @@ def test_the_chart_renders_from_the_results(results: dict[str, Any], tmp_path: P
     png = tmp_path / "chart.png"
     report.chart(results, png)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_quick_run_with_one_index_size_does_not_judge_the_33m_start_up(
+    results: dict[str, Any],
+) -> None:
+    one_size = {**results, "startup": [s for s in results["startup"]
+                                       if s["records"] == 1_000_000]}
+    verdicts = [v for v in report.judge(one_size) if v["what"].startswith("ready on 33M")]
+    assert verdicts and all(v["met"] is None for v in verdicts)
+    assert "n/a" in report.summary_text({**one_size, "verdicts": verdicts})
