@@ -89,11 +89,11 @@ def ceiling_command(workers: int, lookup: tuple[Path, Path] | None = None,
     """The ceiling (or its `variant`); with `lookup` = (index, pepper), the limit
     (bench/ceiling.py)."""
     command = [sys.executable, str(ROOT / "bench" / "ceiling.py"), "--port", "0",
-               "--workers", str(workers), "--variant", variant]
+               "--workers", str(workers)]
     if lookup is not None:
-        command += ["--variant", "lookup", "--index", str(lookup[0]),
-                    "--pepper-file", str(lookup[1])]
-    return command
+        return [*command, "--variant", "lookup", "--index", str(lookup[0]),
+                "--pepper-file", str(lookup[1])]
+    return [*command, "--variant", variant]
 
 
 def _wait_ready(server: Server, deadline: float, loaded_lines: int) -> None:
