@@ -32,9 +32,10 @@ def protocol_error(status: int) -> ApiError:
     if status == HTTPStatus.BAD_REQUEST:
         return BadRequest("The request is not valid HTTP/1.1 and was not read.")
     error = ApiError("Internal error." if status >= 500 else "The request was not read.")
-    known = status in HTTPStatus._value2member_map_
-    # A status http does not know: say it was the client's.
-    error.status = status if known else int(HTTPStatus.BAD_REQUEST)  # type: ignore[misc]
+    try:
+        error.status = int(HTTPStatus(status))  # type: ignore[misc]
+    except ValueError:  # a status http does not know: say it was the client's
+        error.status = int(HTTPStatus.BAD_REQUEST)  # type: ignore[misc]
     return error
 
 
