@@ -88,8 +88,9 @@ class Checker:
         MatchKey is built.
         """
         keys = list(chain.from_iterable(queries))
-        found = self._found_scalar(queries, keys) if len(keys) <= SCALAR_KEYS \
-            else self._found_vectorised(queries, keys)
+        if len(keys) <= SCALAR_KEYS:
+            return [self.check_one(query) for query in queries]
+        found = self._found_vectorised(queries, keys)
         verdicts: list[Verdict] = [NOT_FOUND] * len(queries)
         cached = self._cached_verdict
         owner, hits = -1, b""
@@ -102,12 +103,6 @@ class Checker:
         if hits:
             verdicts[owner] = cached(hits)
         return verdicts
-
-    def _found_scalar(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
-        one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
-        owners = [number for number, query in enumerate(queries) for _ in query]
-        return [(owners[position], position, row) for position, canonical in enumerate(keys)
-                if (row := one(fingerprint(canonical))) is not None]
 
     def _found_vectorised(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
         positions, table = self.reader.lookup_hits(self.reader.fingerprinter.many(keys))
