@@ -37,7 +37,7 @@ demo: install var/index/current var/demo-api-key
 		--keys-db var/keys.sqlite --host 127.0.0.1 --port $(PORT)
 
 lint: install
-	$(BIN)/ruff check indexer service tests bench
+	$(BIN)/ruff check indexer service client tests bench
 
 typecheck: install
 	$(BIN)/mypy
@@ -52,12 +52,12 @@ pytest: install
 # AUDIT_STRICT=1 makes that a failure. A known vulnerability always fails.
 AUDIT_STRICT ?=
 audit: install
-	$(BIN)/bandit -q -c pyproject.toml -r indexer service
+	$(BIN)/bandit -q -c pyproject.toml -r indexer service client
 	$(PY) tools/audit_dependencies.py $(if $(AUDIT_STRICT),--strict,)
 
 test: lint typecheck audit pytest
 
-# DESIGN §6 side by side (bench/run.py): QUICK=1 about a minute, FULL=1 adds the
+# docs/design.md §6 side by side (bench/run.py): QUICK=1 about a minute, FULL=1 adds the
 # 33-million-record build (minutes, ~15 GB of disk). Needs wrk (Debian package) and,
 # for the profiles of the full run, py-spy in the venv: both installed if missing.
 bench: install

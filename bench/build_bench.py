@@ -1,4 +1,4 @@
-"""Build throughput and peak memory of `exposure-index build` (DESIGN §6).
+"""Build throughput and peak memory of `exposure-index build` (docs/design.md §6).
 
 Target: 33 million synthetic records in at most 5 minutes on 2 cores (>= 110,000
 records/s), peak memory <= 4 GiB and flat in the input size.

@@ -2,7 +2,7 @@
 
 `POST /v1/check` here reads the body, decodes it as JSON and answers a constant
 "not found" verdict: no validation, no lookup, no middleware. That is what aiohttp
-itself costs for one small JSON request on this machine; DESIGN §6 asks the real
+itself costs for one small JSON request on this machine; docs/design.md §6 asks the real
 `/v1/check` to reach 80% of it with the same worker count and the same load tool.
 
 `--variant canned` is the ceiling answering a real verdict instead: the answer of a
@@ -47,12 +47,17 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from indexer.fingerprint import Fingerprinter, load_pepper  # noqa: E402
-from indexer.lookup import Checker  # noqa: E402
-from indexer.matchkeys import canonical_keys  # noqa: E402
-from indexer.reader import IndexReader  # noqa: E402
-from service.cli import BACKLOG, CLOSE_TIMEOUT, LINGERING_SECONDS, bind_socket  # noqa: E402
+from indexer.core.fingerprint import Fingerprinter, load_pepper  # noqa: E402
+from indexer.core.matchkeys import canonical_keys  # noqa: E402
+from indexer.index.lookup import Checker  # noqa: E402
+from indexer.index.reader import IndexReader  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.supervisor import (
+    BACKLOG,
+    CLOSE_TIMEOUT,
+    LINGERING_SECONDS,
+    bind_socket,  # noqa: E402
+)
 
 HOST: Final = "127.0.0.1"
 Handler = Callable[[web.Request], Awaitable[web.Response]]

@@ -1,4 +1,4 @@
-"""Private lookups (DESIGN §7, issue 8): evaluations/s, bytes per check, bulk checks/s.
+"""Private lookups (docs/design.md §7, issue 8): evaluations/s, bytes per check, bulk checks/s.
 
 Builds a synthetic breach of --records rows, its index and private part in a
 temporary directory, then measures:
@@ -38,16 +38,21 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from indexer import oprf  # noqa: E402
-from indexer.build import BuildOptions, build_index  # noqa: E402
-from indexer.generation import current_generation  # noqa: E402
-from indexer.manifest import load_manifest, write_manifest  # noqa: E402
-from indexer.matchkeys import QUERY_FIELDS  # noqa: E402
-from indexer.private import PrivateIndex, build_private, write_oprf_key  # noqa: E402
-from indexer.private_client import PrivateChecker, connect  # noqa: E402
-from indexer.synth import write_synthetic_breach  # noqa: E402
-from service.private import answer_items, parse_items  # noqa: E402
+from client.private import PrivateChecker, connect  # noqa: E402
+from indexer.build.local import BuildOptions, build_index  # noqa: E402
+from indexer.build.private import build_private  # noqa: E402
+from indexer.build.synth import write_synthetic_breach  # noqa: E402
+from indexer.core.matchkeys import QUERY_FIELDS  # noqa: E402
+from indexer.index.generation import current_generation  # noqa: E402
+from indexer.index.manifest import load_manifest, write_manifest  # noqa: E402
+from indexer.private import oprf  # noqa: E402
+from indexer.private.keys import write_oprf_key  # noqa: E402
+from indexer.private.store import PrivateIndex  # noqa: E402
 from service.settings import Settings  # noqa: E402
+from service.views.private import (  # noqa: E402
+    answer_items,
+    parse_items,
+)
 
 BREACH_RECORDS = 33_000_000
 
@@ -73,11 +78,9 @@ def members(synth: Path, checks: int) -> list[dict[str, str]]:
 def serve(settings: Settings, port: int) -> None:
     from aiohttp import web
 
-    from service import private
     from service.app import create_app
 
     app = create_app(settings)
-    private.setup(app, settings)
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 

@@ -1,4 +1,4 @@
-"""The benchmark's figures judged against DESIGN §6, as Markdown, a chart and a summary.
+"""The benchmark's figures judged against docs/design.md §6, as Markdown, a chart and a summary.
 
 `judge` turns the raw results of bench/run.py into one line per target: the value,
 the target, the ratio, met or not, and whether the value was measured or projected
@@ -125,7 +125,7 @@ def _fmt(value: float, unit: str) -> str:
 def markdown(results: dict[str, Any]) -> str:
     env = results["environment"]
     lines = [
-        "# Benchmark results (DESIGN §6)", "",
+        "# Benchmark results (docs/design.md §6)", "",
         f"Run `{env['mode']}` on {env['date']}, commit {env['commit']}: {env['cpus']} CPUs "
         f"({env['cpu']}), {env['memory_gib']} GiB; Python {env['python']}, aiohttp "
         f"{env['aiohttp']}, numpy {env['numpy']}, {env['wrk']}. 1-minute load average "
@@ -306,7 +306,7 @@ def _private_section(p: dict[str, Any]) -> list[str]:
     ops, size, bulk = p["per_core_ops_per_s"], p["bytes_per_check"], p["bulk_checks_per_s"]
     build = p["private_build"]
     return [
-        "", f"## Private lookups (DESIGN §7, `{p['command']}`)", "",
+        "", f"## Private lookups (docs/design.md §7, `{p['command']}`)", "",
         f"Load average {p['load_before']:.2f} → {p['load_after']:.2f}.", "",
         "| what | figure |", "|---|---:|",
         f"| service `blind_evaluate`, one core | {ops['service_blind_evaluate']:,} "
@@ -333,7 +333,7 @@ _MET_MD: Final = {True: "yes", False: "**no**", None: "n/a"}
 
 
 def summary_text(results: dict[str, Any]) -> str:
-    lines = [f"DESIGN §6 targets ({results['environment']['mode']} run, load "
+    lines = [f"docs/design.md §6 targets ({results['environment']['mode']} run, load "
              f"{results['environment']['load_at_start']}→{results['environment']['load_at_end']}"
              f", {results['environment']['cpus']} CPUs):"]
     for v in results["verdicts"]:

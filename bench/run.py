@@ -1,4 +1,4 @@
-"""The benchmark of DESIGN §6: every figure side by side, in one run, on this machine.
+"""The benchmark of docs/design.md §6: every figure side by side, in one run, on this machine.
 
     make bench QUICK=1     # ~1 minute: every ratio, short loads, the 1M index
     make bench             # full: longer loads, repeats, 3M and 10M indexes, profiles
@@ -16,7 +16,7 @@ What it measures (loopback only, 127.0.0.1; every load is bounded in time):
 - start-up: time from exec to every worker ready, RSS and PSS of each worker, as the
   index grows (1M; 3M and 10M in the full run; 33M with FULL);
 - profiles (full run): py-spy under /v1/check load and under bulk, by area;
-- private lookups (full run, DESIGN §7): bench/private_bench.py on a breach of its own.
+- private lookups (full run, docs/design.md §7): bench/private_bench.py on a breach of its own.
 
 The machine is shared: the 1-minute load average is recorded next to each phase,
 figures are medians of repeats, and targets are judged on ratios measured side by
@@ -326,7 +326,7 @@ def open_loop(port: int, bodies: Path, rate: float, seconds: float,
 
 def bench_token(keys_db: Path) -> str:
     """An API key in a fresh key database, with a rate no bench run can exhaust."""
-    from service.apikeys import KeyStore
+    from service.resources.apikeys import KeyStore
 
     keys_db.unlink(missing_ok=True)
     store = KeyStore(keys_db)
@@ -402,10 +402,10 @@ def in_process(ctx: Context, body: Path, chunk: int) -> tuple[float, float]:
     """
     import orjson
 
-    from indexer.fingerprint import Fingerprinter, load_pepper
-    from indexer.lookup import Checker
-    from indexer.matchkeys import QueryError, QueryMemo, canonical_keys
-    from indexer.reader import IndexReader
+    from indexer.core.fingerprint import Fingerprinter, load_pepper
+    from indexer.core.matchkeys import QueryError, QueryMemo, canonical_keys
+    from indexer.index.lookup import Checker
+    from indexer.index.reader import IndexReader
 
     reader = IndexReader.open_current(ctx.index_dir(1_000_000),
                                       Fingerprinter(load_pepper(ctx.pepper)))
@@ -501,7 +501,7 @@ def startup(ctx: Context, records: int) -> dict[str, Any]:
 
 
 def private(records: int = 20_000, checks: int = 2_000) -> dict[str, Any]:
-    """Private lookups (DESIGN §7): bench/private_bench.py on a small breach of its own."""
+    """Private lookups (docs/design.md §7): bench/private_bench.py on a small breach of its own."""
     say(f"private lookups: {records:,} records, {checks:,} checks")
     command = [sys.executable, str(BENCH / "private_bench.py"), "--records", str(records),
                "--checks", str(checks)]

@@ -55,9 +55,9 @@ sys.path.insert(0, str(ROOT))
 import serving  # noqa: E402
 from build_bench import _memory_kib, _tree  # noqa: E402
 
-from indexer.build import BuildOptions, build_index  # noqa: E402
-from indexer.synth import write_synthetic_breach  # noqa: E402
-from service.apikeys import KeyStore  # noqa: E402
+from indexer.build.local import BuildOptions, build_index  # noqa: E402
+from indexer.build.synth import write_synthetic_breach  # noqa: E402
+from service.resources.apikeys import KeyStore  # noqa: E402
 
 HOST = "127.0.0.1"
 FIELDS = ("nir", "birth_date", "last_name", "first_name")

@@ -1,4 +1,4 @@
-"""`exposure-index`: synth, build, info and verify (DESIGN §4, contract).
+"""`exposure-index`: synth, build, info and verify (docs/design.md §4, contract).
 
 Exit codes: 0 success, 1 a fault found (verify) or the build failed, 2 bad usage or
 missing pepper. Output never holds an identifier: counts, sizes, ids and paths only.
@@ -12,12 +12,18 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .build import DEFAULT_ERROR_RATE, DEFAULT_SHARDS, BuildLocked, BuildOptions, build_index
-from .dumps import DumpError
-from .fingerprint import PEPPER_ENV, PepperError, load_pepper, resolve_pepper_file
-from .generation import IndexNotFound, current_generation
-from .manifest import ManifestError, load_manifest, verify_generation
-from .sources import SourcesError
+from indexer.build.dumps import DumpError
+from indexer.build.local import (
+    DEFAULT_ERROR_RATE,
+    DEFAULT_SHARDS,
+    BuildLocked,
+    BuildOptions,
+    build_index,
+)
+from indexer.build.sources import SourcesError
+from indexer.core.fingerprint import PEPPER_ENV, PepperError, load_pepper, resolve_pepper_file
+from indexer.index.generation import IndexNotFound, current_generation
+from indexer.index.manifest import ManifestError, load_manifest, verify_generation
 
 EXIT_FAULT = 1
 EXIT_USAGE = 2
@@ -58,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--bloom-error-rate", type=float, default=DEFAULT_ERROR_RATE, metavar="P",
                        help=f"Bloom filter false-positive rate (default {DEFAULT_ERROR_RATE})")
     build.add_argument("--private", action="store_true",
-                       help="also build the private-lookup part (DESIGN §7): about 3,000 "
+                       help="also build the private-lookup part (docs/design.md §7): about 3,000 "
                        "records/s per core, so hours for 33 million records")
     build.add_argument("--oprf-key-file", type=Path, metavar="F",
                        help="OPRF key for --private: 32 bytes or 64 hex "
@@ -123,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from .synth import write_synthetic_breach
+    from indexer.build.synth import write_synthetic_breach
 
     if args.records < 1:
         raise ValueError("--records must be at least 1")
@@ -142,7 +148,8 @@ def _build(args: argparse.Namespace) -> int:
     pepper = load_pepper(resolve_pepper_file(args.pepper_file))
     private = None
     if args.private:
-        from .private import PrivateBuild, load_oprf_key, resolve_oprf_key_file
+        from indexer.build.private import PrivateBuild
+        from indexer.private.keys import load_oprf_key, resolve_oprf_key_file
 
         # A bad OPRF key must fail now, not after the hours of work it would key.
         key = load_oprf_key(resolve_oprf_key_file(args.oprf_key_file))
@@ -152,7 +159,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=sys.stderr.isatty(), private=private,
     )
     if args.engine == "dask":
-        from .dask_build import (
+        from indexer.build.dask_engine import (
             DASK_BLOCK_SIZE,
             ClusterBuildFailed,
             build_index_on_dask,
@@ -247,7 +254,7 @@ def _info(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     generation = current_generation(args.index)
-    from .private import verify_private
+    from indexer.private.store import verify_private
 
     faults = verify_generation(generation, deep=True) + verify_private(generation)
     if faults:

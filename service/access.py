@@ -1,7 +1,7 @@
 """Who is asking: the client address (behind trusted proxies) and the API key.
 
 These decide which rate limit a request spends. The Authorization header's token is
-only ever hashed and compared (service.apikeys); it is never logged.
+only ever hashed and compared (service.resources.apikeys); it is never logged.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from .apikeys import ApiKey
-from .errors import RateLimited, Unauthorized
-from .metrics import route_label
-from .settings import Network
-from .state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
+from service.errors import RateLimited, Unauthorized
+from service.resources.apikeys import ApiKey
+from service.resources.metrics import route_label
+from service.settings import Network
+from service.state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
 __all__ = ["admit", "authenticate", "came_over_tls", "client_address", "spend"]
 

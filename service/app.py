@@ -12,21 +12,32 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 
 from aiohttp import web
 
-from indexer.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
-
-from . import api, batch, form, private
-from .apikeys import KeyStore
-from .index_holder import IndexHolder
-from .inflight import InFlight
-from .logs import flush_logs
-from .metrics import Metrics
-from .middleware import make_middleware, on_prepare
-from .ratelimit import RateLimiter
-from .settings import Settings
-from .state import ANON_LIMITER, INDEX, INFLIGHT, KEY_LIMITER, KEYS, METRICS, SETTINGS
+from indexer.core.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
+from service.errors import NotReady
+from service.middleware import make_middleware, on_prepare
+from service.resources.apikeys import KeyStore
+from service.resources.index_holder import IndexHolder
+from service.resources.inflight import InFlight
+from service.resources.logs import flush_logs
+from service.resources.metrics import Metrics
+from service.resources.private import EVALUATE_THREADS, PrivateLookups, oprf_key
+from service.resources.ratelimit import RateLimiter
+from service.settings import Settings
+from service.state import (
+    ANON_LIMITER,
+    INDEX,
+    INFLIGHT,
+    KEY_LIMITER,
+    KEYS,
+    METRICS,
+    PRIVATE,
+    SETTINGS,
+)
+from service.views import api, batch, form, private
 
 __all__ = ["create_app"]
 
@@ -77,6 +88,22 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     await loop.run_in_executor(None, store.close)
 
 
+async def _private_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The OPRF key and the private part of the generation the index holder serves."""
+    key = oprf_key(app[SETTINGS])
+    if key is None:
+        log.info("private lookups disabled: no OPRF key file")
+    executor = ThreadPoolExecutor(EVALUATE_THREADS, thread_name_prefix="oprf")
+    lookups = PrivateLookups(key, executor)
+    app[PRIVATE] = lookups
+    holder = app[INDEX]
+    if key is not None and holder.ready:
+        with contextlib.suppress(NotReady):  # logged by PrivateLookups; the routes say why
+            await lookups.index_for(holder.checker.reader.path)
+    yield
+    executor.shutdown(wait=False, cancel_futures=True)
+
+
 async def _logs_ctx(app: web.Application) -> AsyncIterator[None]:
     """The access lines still waiting in memory are written when the app stops."""
     yield
@@ -98,6 +125,7 @@ def create_app(settings: Settings) -> web.Application:
     app.on_response_prepare.append(on_prepare)
     app.add_routes(api.routes)
     app.add_routes(batch.routes)
+    app.cleanup_ctx.append(_private_ctx)  # after the index: it follows its generation
+    app.add_routes(private.routes)
     form.setup(app)
-    private.setup(app, settings)
     return app

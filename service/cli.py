@@ -1,4 +1,4 @@
-"""`exposure-serve`: run the service, or manage API keys (DESIGN §5, contract).
+"""`exposure-serve`: run the service, or manage API keys (docs/design.md §5, contract).
 
     exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
                    [--keys-db PATH] [--anon-rate PER_MIN] [--anon-burst N]
@@ -19,48 +19,31 @@ up to SHUTDOWN_TIMEOUT seconds), then stops.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import ipaddress
-import logging
 import os
-import signal
-import socket
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from aiohttp import web
-
-from indexer.fingerprint import (
+from indexer.core.fingerprint import (
     PEPPER_ENV,
     Fingerprinter,
     PepperError,
     load_pepper,
     resolve_pepper_file,
 )
-from indexer.generation import IndexNotFound, current_generation
-from indexer.reader import IndexError_, IndexReader, KeyMismatch
-
-from . import private
-from .apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
-from .app import create_app
-from .logs import configure_logging, flush_logs
-from .protocol import ServiceRunner
-from .settings import Settings
-from .state import INFLIGHT
+from indexer.index.generation import IndexNotFound, current_generation
+from indexer.index.reader import IndexError_, IndexReader, KeyMismatch
+from service.resources import private
+from service.resources.apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
+from service.resources.logs import configure_logging
+from service.settings import Settings
+from service.supervisor import bind_socket, run_worker, supervise
 
 KEYS_DB_ENV = "EXPOSURE_KEYS_DB"
 DEFAULT_KEYS_DB = Path("var/keys.sqlite")
-SHUTDOWN_TIMEOUT = 30.0  # the longest a stop waits for requests in flight
-CLOSE_TIMEOUT = 5.0  # then, for aiohttp to close the connections left
-BACKLOG = 2048
-# After answering a request early (413, 408), aiohttp reads and drops what is left of
-# its body for this long, so that the client gets to read the answer; capped by the
-# body timeout, so that a stalled client is not held longer than that.
-LINGERING_SECONDS = 10.0
-log = logging.getLogger("exposure.serve")
+
+
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -213,135 +196,11 @@ def _serve(args: argparse.Namespace) -> int:
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",
           file=sys.stderr, flush=True)
     if args.workers == 1:
-        _run_worker(settings, sock)
+        run_worker(settings, sock)
         return 0
-    return _supervise(settings, sock, (args.host, port), args.workers)
+    return supervise(settings, sock, (args.host, port), args.workers)
 
 
-def bind_socket(host: str, port: int, *, listen: bool, reuse_port: bool = True
-                ) -> socket.socket:
-    """A TCP socket bound to (host, port), shared with the other workers' when
-    `reuse_port` (SO_REUSEPORT); listening with the service's backlog when `listen`."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    if listen:
-        sock.listen(BACKLOG)
-    return sock
-
-
-def _run_worker(settings: Settings, sock: socket.socket) -> None:
-    try:
-        asyncio.run(_serve_until_stopped(settings, sock))
-    finally:
-        # A forked worker leaves with os._exit, which skips logging's own flush at exit:
-        # the access lines still buffered would be lost.
-        flush_logs()
-
-
-async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
-    """Serve on `sock` until SIGTERM or SIGINT, then drain and stop.
-
-    The drain is ours rather than aiohttp's: aiohttp's shutdown stops reading every
-    connection at once, so a bulk body still streaming in would never end. Here the
-    listening socket is closed first (new connections go to other workers or are
-    refused), the requests in flight get up to SHUTDOWN_TIMEOUT seconds to finish
-    with their bodies still flowing (each answer closes its connection), and only
-    then do aiohttp's shutdown and the cleanup contexts run.
-    """
-    # Signals first: a SIGTERM during start-up (the index loading, say) then stops the
-    # worker through the drain below instead of killing it with a request half-answered.
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    app = create_app(settings)
-    runner = ServiceRunner(
-        app, handle_signals=False, access_log=None,
-        keepalive_timeout=settings.keepalive_timeout,
-        lingering_time=min(LINGERING_SECONDS, settings.body_timeout),
-        shutdown_timeout=CLOSE_TIMEOUT,
-    )
-    await runner.setup()
-    try:
-        # Everything loaded so far (modules, the app, the index's metadata) lives as long
-        # as the worker: move it out of the collector's sight, so full collections stay
-        # short (they were the 13-20 ms pauses behind the p99 at 80% of peak). Before
-        # the site starts: the full collection here takes tens of ms, and no request
-        # should wait for it.
-        gc.collect()
-        gc.freeze()
-        site = web.SockSite(runner, sock, backlog=BACKLOG)
-        await site.start()
-        await stop.wait()
-        await site.stop()
-        inflight = app[INFLIGHT]
-        log.info("stopping: draining requests in flight", extra={"requests": inflight.count})
-        if not await inflight.drain(SHUTDOWN_TIMEOUT):
-            log.warning("stopping: requests still in flight after the shutdown timeout",
-                        extra={"requests": inflight.count})
-    finally:
-        await runner.cleanup()
-
-
-def _supervise(settings: Settings, sock: socket.socket, address: tuple[str, int],
-               workers: int) -> int:
-    """Fork `workers` workers, each listening on its own socket bound to `address`
-    (`sock`, bound there and never listening, holds the port meanwhile); restart one
-    that dies; pass SIGTERM and SIGINT on."""
-    children: dict[int, int] = {}
-    stopping = False
-
-    def spawn(slot: int) -> None:
-        pid = os.fork()
-        if pid == 0:  # child
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            code = 0
-            try:
-                sock.close()  # the parent's: it only holds the port
-                _run_worker(settings, bind_socket(*address, listen=True))
-            except BaseException:  # noqa: BLE001 - report and exit the child
-                logging.getLogger("exposure.serve").exception("worker crashed")
-                code = 1
-            os._exit(code)
-        children[pid] = slot
-
-    def stop(signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in list(children):
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        # The workers drain what they have; the port is free once they are gone.
-        sock.close()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    for slot in range(workers):
-        spawn(slot)
-    restarts: list[float] = []
-    while children:
-        try:
-            pid, status = os.wait()
-        except ChildProcessError:
-            break
-        slot = children.pop(pid, -1)
-        if slot < 0 or stopping:
-            continue
-        now = time.monotonic()
-        restarts = [t for t in restarts if now - t < 60] + [now]
-        if len(restarts) > 10:
-            log.error("workers keep dying: giving up")
-            stop(signal.SIGTERM, None)
-            continue
-        log.warning("worker died; restarting", extra={"slot": slot, "status": status})
-        spawn(slot)
-    return 0
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
-from indexer.matchkeys import QueryError
-
-from .errors import (
+from indexer.core.matchkeys import QueryError
+from service.errors import (
     ApiError,
     BadRequest,
     InvalidIdentifiers,
@@ -37,10 +36,10 @@ from .errors import (
     RequestTimeout,
     UnsupportedMediaType,
 )
-from .inflight import InFlight
-from .logs import AccessLog
-from .metrics import Metrics, route_label
-from .settings import Settings
+from service.resources.inflight import InFlight
+from service.resources.logs import AccessLog
+from service.resources.metrics import Metrics, route_label
+from service.settings import Settings
 
 __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "answer_headers", "make_middleware",
            "on_prepare", "problem_response"]

@@ -4,13 +4,13 @@ A request aiohttp cannot parse (a control character in the request line or in a
 header, an unknown method, a bad HTTP version, too many or too long headers) never
 reaches the app: aiohttp answers it itself, with a text/plain 400 that quotes the
 offending line. That line may hold an identifier (a NIR in a query string, a name in
-a header), and DESIGN §2 lets none leave the request, error messages included.
+a header), and docs/design.md §2 lets none leave the request, error messages included.
 
 `ServiceRunner` is aiohttp's `AppRunner` whose connections are served by
 `QuietRequestHandler`: the same handler, but its own answers are problem documents
 like every other error of the service (RFC 9457, with the security headers and
 `no-store`) that quote nothing. What aiohttp logs meanwhile is stripped of the
-request by service.logs. It never changes an answer the app gives.
+request by service.resources.logs. It never changes an answer the app gives.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
-from .errors import ApiError, BadRequest
-from .middleware import problem_response
+from service.errors import ApiError, BadRequest
+from service.middleware import problem_response
 
 __all__ = ["QuietRequestHandler", "ServiceRunner", "protocol_error"]
 

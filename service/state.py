@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .apikeys import KeyStore
-from .index_holder import IndexHolder
-from .inflight import InFlight
-from .metrics import Metrics
-from .ratelimit import RateLimiter
-from .settings import Settings
+from service.resources.apikeys import KeyStore
+from service.resources.index_holder import IndexHolder
+from service.resources.inflight import InFlight
+from service.resources.metrics import Metrics
+from service.resources.private import PrivateLookups
+from service.resources.ratelimit import RateLimiter
+from service.settings import Settings
 
 SETTINGS = web.AppKey("settings", Settings)
 INDEX = web.AppKey("index", IndexHolder)
@@ -18,3 +19,4 @@ ANON_LIMITER = web.AppKey("anon_limiter", RateLimiter)
 KEY_LIMITER = web.AppKey("key_limiter", RateLimiter)
 METRICS = web.AppKey("metrics", Metrics)
 INFLIGHT = web.AppKey("inflight", InFlight)
+PRIVATE = web.AppKey("private_lookups", PrivateLookups)

@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from indexer.build import BuildOptions, build_index
-from indexer.fingerprint import Fingerprinter
-from indexer.matchkeys import QUERY_FIELDS
-from indexer.reader import IndexReader
-from indexer.synth import write_synthetic_breach
-from service.apikeys import KeyStore
+from indexer.build.local import BuildOptions, build_index
+from indexer.build.synth import write_synthetic_breach
+from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import QUERY_FIELDS
+from indexer.index.reader import IndexReader
 from service.app import create_app
+from service.resources.apikeys import KeyStore
 from service.settings import Settings
 
 SYNTH_RECORDS = 4000

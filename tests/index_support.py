@@ -20,8 +20,8 @@ from pathlib import Path
 import service_support
 from stdnum.fr import nir as stdnum_nir
 
-from indexer.build import BuildOptions, BuildReport, build_index
-from indexer.identity import (
+from indexer.build.local import BuildOptions, BuildReport, build_index
+from indexer.core.identity import (
     IdentityError,
     first_given_name,
     fold_name,

@@ -198,10 +198,10 @@ class PrivateCrafted:
 
 def build_private_crafted(root: Path) -> PrivateCrafted:
     """What `exposure-index build --private` publishes, for the small crafted breach."""
-    from indexer import oprf
-    from indexer.generation import current_generation
-    from indexer.manifest import load_manifest, write_manifest
-    from indexer.private import build_private
+    from indexer.build.private import build_private
+    from indexer.index.generation import current_generation
+    from indexer.index.manifest import load_manifest, write_manifest
+    from indexer.private import oprf
 
     crafted = build_crafted(root)
     key = oprf.generate_private_key()

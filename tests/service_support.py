@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiohttp import ClientResponse
 
-from indexer.build import BuildOptions, build_index
+from indexer.build.local import BuildOptions, build_index
 
 PROBLEM_TYPE = "application/problem+json"
 

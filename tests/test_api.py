@@ -1,6 +1,6 @@
 """`POST /v1/check` and the small JSON routes, through the real app on real indexes.
 
-The answer shape of DESIGN §5 is checked on a hand-written breach (exact answers),
+The answer shape of docs/design.md §5 is checked on a hand-written breach (exact answers),
 the equivalences on the synthetic one; then every error status, the limits, and the
 routes that are not lookups (/v1/sources, /healthz, /readyz, /metrics).
 """
@@ -32,10 +32,10 @@ from service_support import (
     random_values,
 )
 
-from service.apikeys import KeyStore
 from service.app import create_app
-from service.metrics import LOOKUP_BUCKETS, Metrics
 from service.middleware import SECURITY_HEADERS
+from service.resources.apikeys import KeyStore
+from service.resources.metrics import LOOKUP_BUCKETS, Metrics
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]
@@ -476,7 +476,7 @@ async def test_metrics_expose_requests_latency_bulk_and_index(
 
 
 def test_metrics_counted_as_plain_numbers_render_as_prometheus_client_would() -> None:
-    """The per-request series are plain numbers exported at scrape time (service.metrics):
+    """The per-request series are plain numbers exported at scrape time (service.resources.metrics):
     /metrics must show exactly what prometheus_client's Counter and Histogram showed,
     `_created` series included (their values are times, compared by shape)."""
     ours = Metrics()

@@ -36,11 +36,11 @@ from service_support import (
     random_values,
 )
 
-from service.apikeys import KeyStore
 from service.app import create_app
-from service.batch import TOO_LONG, Line, _lines
 from service.errors import PayloadTooLarge
+from service.resources.apikeys import KeyStore
 from service.settings import Settings
+from service.views.batch import TOO_LONG, Line, _lines
 
 Client = TestClient[web.Request, web.Application]
 NDJSON = "application/x-ndjson"

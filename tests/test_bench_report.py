@@ -1,7 +1,7 @@
 """The benchmark's report (bench/report.py) on the committed results of the last run.
 
 The figures themselves are the bench's business (never a timing threshold here); this
-checks that every DESIGN §6 target is judged, that a verdict agrees with its figure,
+checks that every docs/design.md §6 target is judged, that a verdict agrees with its figure,
 and that the Markdown report renders every section from the results file.
 """
 

@@ -15,8 +15,8 @@ from conftest import Breach
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.bloom import HEADER_BYTES, FingerprintBloom, bloom_contains
-from indexer.generation import current_generation
+from indexer.index.bloom import HEADER_BYTES, FingerprintBloom, bloom_contains
+from indexer.index.generation import current_generation
 
 U64 = st.integers(min_value=0, max_value=2**64 - 1)
 

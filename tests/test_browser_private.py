@@ -1,11 +1,11 @@
-"""The private check of the web form, in a real browser (issue 8 item 5, DESIGN §7).
+"""The private check of the web form, in a real browser (issue 8 item 5, docs/design.md §7).
 
 Debian's headless Chromium runs `static/private.js` and the vendored `noble-oprf.js`,
 served by the real app over a real index with a private part. The tests prove that:
 - the JavaScript OPRF reproduces the RFC 9497 vectors and agrees with indexer/oprf.py,
   and its bucket with `bucket_of`;
 - the JavaScript normalisation agrees with indexer/identity.py and matchkeys.py on the
-  DESIGN §3 vectors, on every member of the synthetic member file, and on every
+  docs/design.md §3 vectors, on every member of the synthetic member file, and on every
   assigned code point for names and every Unicode digit for dates;
 - a private check shows the same found/match as the plain `/v1/check`, while no
   request the page sends (URL, headers, body) carries the NIR, the names or the date
@@ -36,13 +36,13 @@ from test_browser import CHROMIUM, PHONE, Watch, axe, new_page
 from test_form import CATALOGUES, pick
 from test_oprf import RFC9497_OPRF_VECTORS
 
-from indexer import oprf
-from indexer.build import BuildOptions, build_index
-from indexer.generation import current_generation
-from indexer.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
-from indexer.manifest import load_manifest, write_manifest
-from indexer.matchkeys import QueryError, parse_query
-from indexer.private import build_private
+from indexer.build.local import BuildOptions, build_index
+from indexer.build.private import build_private
+from indexer.core.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
+from indexer.core.matchkeys import QueryError, parse_query
+from indexer.index.generation import current_generation
+from indexer.index.manifest import load_manifest, write_manifest
+from indexer.private import oprf
 from service.app import create_app
 from service.settings import Settings
 
@@ -170,7 +170,7 @@ async def test_javascript_oprf_and_bucket_agree_with_the_python_side(
 # ------------------------------------------------------------------- normalisation
 
 NIR_INPUTS = [
-    # DESIGN §3 reference vectors, valid then invalid.
+    # docs/design.md §3 reference vectors, valid then invalid.
     "2 95 10 99 126 111 93", "253072B07300470", "253072A07300443", "186022A21532523",
     "294037512000591", "253072b07300470",
     "295109912611199", "253072C07300443", "175039720123594", "185434501234556",
@@ -195,7 +195,7 @@ DATE_INPUTS = [
     "01 02 1980", "1980-02-01T00:00", "1e3", "today",
 ]
 NAME_INPUTS = [
-    # DESIGN §3: these fold together...
+    # docs/design.md §3: these fold together...
     "Lætitia", "LAETITIA", "Œillet", "OEILLET", "Müller", "MULLER", "ß", "SS",
     "D'Artagnan", "d’artagnan", "DARTAGNAN", "D ARTAGNAN", "d‘artagnan", "d`artagnan",
     "Le Gall", "LE-GALL", "LEGALL", "Le\u2011Gall", "Le\u2014Gall", "Le.Gall",

@@ -32,12 +32,12 @@ from index_support import (
     write_dump,
 )
 
-from indexer.build import BuildOptions, build_index
-from indexer.fingerprint import Fingerprinter, PepperError, load_pepper
-from indexer.generation import CURRENT, PARTIAL_SUFFIX, current_generation
-from indexer.manifest import load_manifest, verify_generation
-from indexer.reader import IndexReader
-from indexer.synth import write_synthetic_breach
+from indexer.build.local import BuildOptions, build_index
+from indexer.build.synth import write_synthetic_breach
+from indexer.core.fingerprint import Fingerprinter, PepperError, load_pepper
+from indexer.index.generation import CURRENT, PARTIAL_SUFFIX, current_generation
+from indexer.index.manifest import load_manifest, verify_generation
+from indexer.index.reader import IndexReader
 
 
 @pytest.fixture

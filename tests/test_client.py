@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 from conftest import Breach
 
-from indexer.records import DATA_CLASSES
-from service.apikeys import KeyStore
-from service.client import RESULT_COLUMNS, main
+from client.bulk import RESULT_COLUMNS, main
+from indexer.core.records import DATA_CLASSES
+from service.resources.apikeys import KeyStore
 
 REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 60.0
@@ -316,7 +316,7 @@ def test_cp1252_comma_english_headers_and_row_errors(
             refs.append(member["ref"])
             if i == 10:
                 stream.write("\r\n")  # a blank line is no member
-        # The DESIGN's reference vector with a wrong key, and a date in the future.
+        # The reference vector of docs/design.md with a wrong key, and a date in the future.
         writer.writerow(["bad-nir", "295109912611199", "", "", "1995-10-01", "0600000000"])
         writer.writerow(["bad-date", "", "Dupont", "Jean", "01/01/2999", "0600000001"])
     refs += ["bad-nir", "bad-date"]
@@ -368,7 +368,7 @@ def test_without_an_api_key_exits_2_with_a_clear_message(
     breach: Breach, tmp_path: Path,
 ) -> None:
     script = Path(sys.executable).with_name("exposure-client")
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "service.client"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "client.bulk"]
     env = {k: v for k, v in os.environ.items() if k != "EXPOSURE_API_KEY"}
     out = tmp_path / "results.csv"
     done = subprocess.run(

@@ -19,8 +19,7 @@ from conftest import SYNTH_RECORDS, Breach, query_fields
 from distributed import Client, LocalCluster
 from index_support import cli, files_under
 
-from indexer.build import BuildOptions, BuildReport, build_index
-from indexer.dask_build import (
+from indexer.build.dask_engine import (
     BlockRange,
     PipelineMismatch,
     WorkerPepper,
@@ -28,14 +27,15 @@ from indexer.dask_build import (
     fingerprint_range,
     pipeline_digest,
 )
-from indexer.dumps import DumpError, detect_layout
-from indexer.fingerprint import Fingerprinter
-from indexer.generation import CURRENT, current_generation
-from indexer.lookup import Checker
-from indexer.manifest import load_manifest, verify_generation
-from indexer.matchkeys import parse_query
-from indexer.reader import IndexReader
-from indexer.sources import load_sources
+from indexer.build.dumps import DumpError, detect_layout
+from indexer.build.local import BuildOptions, BuildReport, build_index
+from indexer.build.sources import load_sources
+from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import parse_query
+from indexer.index.generation import CURRENT, current_generation
+from indexer.index.lookup import Checker
+from indexer.index.manifest import load_manifest, verify_generation
+from indexer.index.reader import IndexReader
 
 SHARDS = 4
 # Not part of what must match: when and where a generation was built.

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from indexer.fingerprint import PepperError, load_pepper
+from indexer.core.fingerprint import PepperError, load_pepper
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 K8S = DEPLOY / "k8s"
@@ -209,7 +209,7 @@ def test_resources_have_requests_within_limits(kind: str) -> None:
     for what in ("cpu", "memory"):
         request, limit = resources["requests"][what], resources["limits"][what]
         assert 0 < quantity(request) <= quantity(limit), what
-    if kind == "Job":  # DESIGN §6: 33 M records on 2 cores within 4 GiB
+    if kind == "Job":  # docs/design.md §6: 33 M records on 2 cores within 4 GiB
         assert quantity(resources["limits"]["memory"]) >= 4 * 2**30
         assert quantity(resources["requests"]["cpu"]) >= 2
 

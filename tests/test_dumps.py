@@ -20,19 +20,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer.dumps import (
+from indexer.build.dumps import (
     DUMP_FIELDS,
     HEADER_ALIASES,
-    MEMBER_ALIASES,
     DumpError,
     DumpLayout,
     detect_layout,
-    fold_header,
     iter_blocks,
-    match_headers,
     parse_block,
 )
-from indexer.sources import Source
+from indexer.build.sources import Source
+from indexer.core.columns import MEMBER_ALIASES, fold_header, match_headers
 
 FRENCH_HEADER = (
     "NIR;NOM;NOM_USAGE;PRENOMS;DATE_NAISSANCE;RANG_NAISSANCE;ORGANISME;"

@@ -40,10 +40,10 @@ from live_server import (
 )
 from service_support import MARIE, NEWCOMER, STRANGER, build_crafted
 
-from indexer.generation import CURRENT, current_generation
-from indexer.manifest import MANIFEST, load_manifest, write_manifest
-from indexer.private import write_oprf_key
-from service.apikeys import KeyStore
+from indexer.index.generation import CURRENT, current_generation
+from indexer.index.manifest import MANIFEST, load_manifest, write_manifest
+from indexer.private.keys import write_oprf_key
+from service.resources.apikeys import KeyStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -1,4 +1,4 @@
-"""The web form for individuals (issue 4, DESIGN §5 `GET /` and `POST /`).
+"""The web form for individuals (issue 4, docs/design.md §5 `GET /` and `POST /`).
 
 Through the real app and a real index (`client`, `breach`): languages, headers,
 anti-CSRF, the shared rate limit, inline field errors, and the answer pages checked
@@ -16,10 +16,10 @@ import aiohttp
 import pytest
 from conftest import Breach
 
-from indexer.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
-from indexer.records import DATA_CLASSES
+from indexer.core.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
+from indexer.core.records import DATA_CLASSES
 from service.app import create_app
-from service.form import CSRF_COOKIE, CSRF_FIELD, load_catalogues
+from service.views.form import CSRF_COOKIE, CSRF_FIELD, load_catalogues
 
 CATALOGUES = load_catalogues()
 FR, EN = CATALOGUES["fr"], CATALOGUES["en"]
@@ -29,7 +29,7 @@ ERROR_CODES = (
     "invalid_month", "invalid_checksum", "two_digit_year", "invalid_date", "out_of_range",
     "incomplete_key", "invalid_type",
 )
-BAD_CHECKSUM_NIR = "2 95 10 99 126 111 99"  # DESIGN §3: invalid (checksum)
+BAD_CHECKSUM_NIR = "2 95 10 99 126 111 99"  # docs/design.md §3: invalid (checksum)
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -539,7 +539,7 @@ async def test_rate_limit_gives_a_readable_page(
     fields = {"nir": "294037512000591", "birth_date": "12/03/1994"}
     first, _ = await submit(client, fields, lang="en", token=token)
     assert first.status == 200
-    # A refused form post costs a unit too (DESIGN §5: whatever its outcome).
+    # A refused form post costs a unit too (docs/design.md §5: whatever its outcome).
     refused = await client.post("/?lang=en", data=fields)
     assert refused.status == 403
     response, html = await submit(client, fields, lang="en", token=token)

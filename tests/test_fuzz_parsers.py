@@ -39,23 +39,23 @@ from live_server import LiveServer, PrivateCrafted, build_private_crafted, live_
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from indexer import oprf
-from indexer.fingerprint import Fingerprinter
-from indexer.generation import current_generation
-from indexer.manifest import (
+from indexer.build.sources import SourcesError, load_sources
+from indexer.core.fingerprint import Fingerprinter
+from indexer.index.generation import current_generation
+from indexer.index.manifest import (
     MANIFEST,
     ManifestError,
     load_manifest,
     verify_generation,
     write_manifest,
 )
-from indexer.reader import IndexError_, IndexReader, KeyMismatch
-from indexer.sources import SourcesError, load_sources
-from service.api import sources_document
-from service.apikeys import KeyStore
-from service.index_holder import IndexHolder
-from service.metrics import Metrics
-from service.openapi import openapi_document
+from indexer.index.reader import IndexError_, IndexReader, KeyMismatch
+from indexer.private import oprf
+from service.resources.apikeys import KeyStore
+from service.resources.index_holder import IndexHolder
+from service.resources.metrics import Metrics
+from service.views.api import sources_document
+from service.views.openapi import openapi_document
 
 pytestmark = pytest.mark.slow
 

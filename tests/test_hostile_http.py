@@ -25,8 +25,8 @@ import pytest
 from live_server import LiveServer, chunked_http_body, live_server, read_until_closed
 from service_support import LAETITIA, MARIE, STRANGER, Crafted, build_crafted
 
-from service.apikeys import KeyStore
 from service.protocol import protocol_error
+from service.resources.apikeys import KeyStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

@@ -1,4 +1,4 @@
-"""Tests for indexer.identity: every equivalence and reference vector of DESIGN §3.
+"""Tests for indexer.core.identity: every equivalence and reference vector of docs/design.md §3.
 
 The NIR reference vectors are the public ones the contract lists; every other
 expected NIR key is computed here, independently of the implementation, with the
@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.identity import (
+from indexer.core.identity import (
     _NIR_SEPARATORS,
     IdentityError,
     _fold_ascii,
@@ -586,10 +586,10 @@ def test_ascii_names_fold_as_any_name(raw: str) -> None:
 
 
 def test_query_side_normalisation_keeps_no_cache_of_identifiers() -> None:
-    """DESIGN §2: identifiers live in the request only, never in a cache. The service
+    """docs/design.md §2: identifiers live in the request only, never in a cache. The service
     normalises queries with these functions, so none of them may memoise its input."""
-    import indexer.identity as identity
-    import indexer.matchkeys as matchkeys
+    import indexer.core.identity as identity
+    import indexer.core.matchkeys as matchkeys
 
     for module in (identity, matchkeys):
         for name in dir(module):

@@ -1,4 +1,4 @@
-"""`exposure-index` as the operator runs it (DESIGN §4, contract): flags, exit codes,
+"""`exposure-index` as the operator runs it (docs/design.md §4, contract): flags, exit codes,
 what build, info and verify print, and `verify` catching any damage to a generation."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from conftest import write_pepper
 from index_support import ALPHA_FAULTS, Dump, cli, dump_rows, identifier_forms, write_dump
 
 from indexer.cli import main
-from indexer.generation import current_generation
-from indexer.manifest import verify_generation
+from indexer.index.generation import current_generation
+from indexer.index.manifest import verify_generation
 
 
 @pytest.fixture(scope="module")

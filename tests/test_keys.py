@@ -20,8 +20,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from service_support import LAETITIA, MARIE, STRANGER, Crafted, bearer, build_crafted, ndjson
 
-from service.apikeys import KeyStore, KeyStoreError
 from service.app import create_app
+from service.resources.apikeys import KeyStore, KeyStoreError
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]

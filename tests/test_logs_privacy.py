@@ -23,10 +23,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from service_support import JEAN_PIERRE, LAETITIA, MARIE, STRANGER, Crafted, bearer, build_crafted
 
-from indexer.identity import fold_name, normalize_birth_date, normalize_nir
-from service.apikeys import KeyStore
+from indexer.core.identity import fold_name, normalize_birth_date, normalize_nir
 from service.app import create_app
-from service.logs import (
+from service.resources.apikeys import KeyStore
+from service.resources.logs import (
     PIPE_BUF,
     AccessLog,
     BatchingJsonHandler,

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 from conftest import Breach, query_fields
 
-from indexer.bloom import bloom_contains
-from indexer.lookup import SCALAR_KEYS, Checker
-from indexer.matchkeys import parse_query
-from indexer.reader import IndexReader
-from indexer.shards import shard_of
+from indexer.core.matchkeys import parse_query
+from indexer.index.bloom import bloom_contains
+from indexer.index.lookup import SCALAR_KEYS, Checker
+from indexer.index.reader import IndexReader
+from indexer.index.shards import shard_of
 
 
 def _reference(reader: IndexReader, fps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

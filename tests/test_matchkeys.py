@@ -1,4 +1,4 @@
-"""Tests for indexer.matchkeys: query parsing, complete keys and matching (DESIGN §2, §3).
+"""Tests for indexer.core.matchkeys: query parsing, complete keys, matching (design §2, §3).
 
 Matching is checked end to end on the real code of both sides: a record's keys come
 from `records.record_keys`, a query's from `parse_query`, and a query matches when
@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.identity import IdentityError
-from indexer.matchkeys import (
+from indexer.core.identity import IdentityError
+from indexer.core.matchkeys import (
     QUERY_FIELDS,
     MatchKey,
     QueryError,
@@ -23,12 +23,12 @@ from indexer.matchkeys import (
     strong_key,
     weak_key,
 )
-from indexer.records import record_keys
+from indexer.core.records import record_keys
 
 TODAY = dt.date(2024, 6, 15)
 PROPERTY = settings(deadline=None, max_examples=200)
 
-NIR = "294037512000591"  # DESIGN §3 reference vector; born March 1994
+NIR = "294037512000591"  # docs/design.md §3 reference vector; born March 1994
 BIRTH_DATE = "12/03/1994"
 CANONICAL_DATE = "1994-03-12"
 VALID_QUERY = {"nir": NIR, "birth_date": BIRTH_DATE, "last_name": "Martin", "first_name": "Jean"}

@@ -29,7 +29,7 @@ import pytest
 from conftest import Breach
 from test_client import Served, create_key, metric, start_serve
 
-from service.client import main as client_main
+from client.bulk import main as client_main
 
 REPO = Path(__file__).resolve().parent.parent
 TEMPLATE = REPO / "deploy" / "nginx" / "exposure.conf.template"

@@ -20,10 +20,10 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from service_support import MARIE, STRANGER, Crafted, bearer, build_crafted
 
-from service import api, batch
-from service.apikeys import KeyStore
 from service.app import create_app
+from service.resources.apikeys import KeyStore
 from service.settings import Settings
+from service.views import api, batch
 
 Client = TestClient[web.Request, web.Application]
 DOC_URI = "urn:exposure:openapi"

@@ -1,4 +1,4 @@
-"""Tests for indexer.oprf: the RFC's published vectors, then properties and refusals.
+"""Tests for indexer.private.oprf: the RFC's published vectors, then properties and refusals.
 
 The only hard-coded expected outputs are vectors copied from the RFCs (each cited);
 everything else is checked against an independent computation or a property.
@@ -14,7 +14,7 @@ import rbcl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer import oprf
+from indexer.private import oprf
 
 # RFC 9497, Appendix A.1.1: OPRF(ristretto255, SHA-512), mode OPRF (0x00).
 # This mode publishes two vectors, both of batch size 1; the batch-size-2 vectors of
@@ -148,7 +148,7 @@ RFC9496_BAD_ENCODINGS = [
 # The ristretto255 group order, from RFC 9496 §4 (not imported from the module).
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
 
-# Canonical key inputs in the DESIGN §7 shapes; synthetic, not real people.
+# Canonical key inputs in the docs/design.md §7 shapes; synthetic, not real people.
 STRONG_INPUT = "strong|185057800608436|1985-05-07"
 WEAK_INPUT = "weak|DUPONT|JEAN|1970-01-01"
 
@@ -443,7 +443,7 @@ def test_error_messages_do_not_carry_the_input(sk: bytes) -> None:
 
 
 def expected_bucket(text: str, bits: int) -> int:
-    # Written from the DESIGN §7 wording, independently of the module.
+    # Written from the docs/design.md §7 wording, independently of the module.
     digest = hashlib.sha256(b"exposure-bucket-v1|" + text.encode("utf-8")).digest()
     return int.from_bytes(digest[0:4], byteorder="big") // (1 << (32 - bits))
 

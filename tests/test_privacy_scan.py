@@ -38,14 +38,14 @@ import pytest
 from conftest import Breach
 from live_server import Answer, LiveServer, clean_env, live_server
 
-from indexer import oprf
-from indexer.build import BuildOptions, build_index
-from indexer.generation import current_generation
-from indexer.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
-from indexer.manifest import load_manifest, write_manifest
-from indexer.private import build_private
-from indexer.private_client import connect
-from service.apikeys import KeyStore
+from client.private import connect
+from indexer.build.local import BuildOptions, build_index
+from indexer.build.private import build_private
+from indexer.core.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
+from indexer.index.generation import current_generation
+from indexer.index.manifest import load_manifest, write_manifest
+from indexer.private import oprf
+from service.resources.apikeys import KeyStore
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(300)]
 

@@ -1,8 +1,8 @@
-"""Private lookups end to end (DESIGN §7): real index, real private part, real app.
+"""Private lookups end to end (docs/design.md §7): real index, real private part, real app.
 
 The private part is built by the real `build_private` from the session's synthetic
 breach and attached to a fresh generation the way `build --private` does before it
-publishes; the app is `create_app` plus `service.private.setup`. The end-to-end test
+publishes; the app is `create_app`. The end-to-end test
 compares a private check with the plain `/v1/check` on every member of members.csv.
 """
 
@@ -23,35 +23,30 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 from conftest import Breach, query_fields
 
-from indexer import oprf
-from indexer.build import BuildOptions, build_index
-from indexer.dumps import detect_layout, iter_blocks, parse_block
-from indexer.generation import current_generation
-from indexer.identity import fold_name, normalize_nir
-from indexer.manifest import load_manifest, write_manifest
-from indexer.matchkeys import QueryError
-from indexer.private import (
-    ENTRIES_FILE,
-    OFFSETS_FILE,
+from client.private import PrivateChecker, PrivateVerdict, connect, params_from_json
+from indexer.build.dumps import detect_layout, iter_blocks, parse_block
+from indexer.build.local import BuildOptions, build_index
+from indexer.build.private import PrivateBuild, build_private
+from indexer.build.sources import load_sources
+from indexer.core.identity import fold_name, normalize_nir
+from indexer.core.matchkeys import QueryError
+from indexer.core.records import record_keys
+from indexer.index.generation import current_generation
+from indexer.index.manifest import load_manifest, write_manifest
+from indexer.private import oprf
+from indexer.private.keys import (
     OPRF_KEY_ENV,
     OprfKeyError,
-    PrivateBuild,
-    PrivateIndex,
-    PrivateIndexError,
-    build_private,
-    default_bucket_bits,
     load_oprf_key,
     resolve_oprf_key_file,
-    stored_entry,
-    verify_private,
     write_oprf_key,
 )
-from indexer.private_client import PrivateChecker, PrivateVerdict, connect, params_from_json
-from indexer.records import record_keys
-from indexer.sources import load_sources
-from service import private
+from indexer.private.params import ENTRIES_FILE, OFFSETS_FILE, default_bucket_bits
+from indexer.private.store import PrivateIndex, PrivateIndexError, stored_entry, verify_private
 from service.app import create_app
+from service.resources.private import precheck
 from service.settings import Settings
+from service.views import private
 
 Client = TestClient[web.Request, web.Application]
 PARAM_NAMES = {"suite", "mode", "bucket_bits", "output_bytes", "bucket_size", "key_id"}
@@ -109,7 +104,6 @@ async def _client(
     aiohttp_client: Callable[..., Awaitable[Client]], settings: Settings
 ) -> Client:
     app = create_app(settings)
-    private.setup(app, settings)  # a no-op once app.py calls it itself
     return await aiohttp_client(app)
 
 
@@ -372,8 +366,8 @@ async def test_no_oprf_key_is_503_and_wrong_key_is_refused(
     assert response.status == 503
     assert other.read_bytes().hex() not in await response.text()
     with pytest.raises(OprfKeyError, match="not the one the index"):
-        private.precheck(settings)
-    private.precheck(make_settings(index_dir=private_breach.index_dir,
+        precheck(settings)
+    precheck(make_settings(index_dir=private_breach.index_dir,
                                    oprf_key_file=private_breach.key_file))
 
 
@@ -428,7 +422,7 @@ def test_private_files_hold_no_identifier_and_no_key(
 def test_bucket_from_design_section_alone_agrees(
     private_breach: PrivateBreach, breach: Breach
 ) -> None:
-    # DESIGN §7 only: the first 4 bytes of SHA-256("exposure-bucket-v1|" + input),
+    # docs/design.md §7 only: the first 4 bytes of SHA-256("exposure-bucket-v1|" + input),
     # big-endian, shifted right by 32 - bucket_bits.
     bits: int = private_breach.section["bucket_bits"]
     width: int = private_breach.section["output_bytes"]
@@ -544,7 +538,7 @@ def test_oprf_key_file_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
 def test_openapi_paths_merge_into_a_valid_document() -> None:
     from openapi_spec_validator import validate
 
-    from service.openapi import openapi_document
+    from service.views.openapi import openapi_document
 
     # Validated with only the components they use, so that the test judges these two
     # paths and not the rest of the document.
@@ -613,7 +607,7 @@ def test_client_cli_private_mode_matches_the_expected_verdicts(
                      "--anon-rate", "0", "--oprf-key-file", str(private_breach.key_file)
                      ) as server:
         done = subprocess.run(
-            [sys.executable, "-m", "service.client", "check", str(breach.dir / "members.csv"),
+            [sys.executable, "-m", "client.bulk", "check", str(breach.dir / "members.csv"),
              "--url", f"http://127.0.0.1:{server.port}", "--out", str(out), "--private"],
             capture_output=True, text=True, env=clean_env(), timeout=300)
     assert done.returncode == 0, done.stderr

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.ratelimit import RateLimiter
+from service.resources.ratelimit import RateLimiter
 
 
 class Clock:

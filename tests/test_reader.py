@@ -19,11 +19,11 @@ from index_support import (
     write_dump,
 )
 
-from indexer.fingerprint import Fingerprinter
-from indexer.generation import current_generation
-from indexer.lookup import NOT_FOUND, Checker
-from indexer.matchkeys import MatchKey, QueryError, parse_query
-from indexer.reader import IndexError_, IndexReader, KeyMismatch
+from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import MatchKey, QueryError, parse_query
+from indexer.index.generation import current_generation
+from indexer.index.lookup import NOT_FOUND, Checker
+from indexer.index.reader import IndexError_, IndexReader, KeyMismatch
 
 
 def _queries(breach: Breach) -> tuple[list[str], list[list[MatchKey]]]:

@@ -1,6 +1,6 @@
-"""Tests for indexer.records: a breach row's keys, exposed data classes and faults.
+"""Tests for indexer.core.records: a breach row's keys, exposed data classes and faults.
 
-DESIGN §2: a class is exposed when the record's field is non-empty. DESIGN §4: a bad
+docs/design.md §2: a class is exposed when the record's field is non-empty. docs/design.md §4: a bad
 row is not fatal, it is indexed under whatever keys remain valid and its faults are
 counted by reason.
 """
@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.matchkeys import strong_key, weak_key
-from indexer.records import CLASS_BITS, DATA_CLASSES, class_names, record_keys
+from indexer.core.matchkeys import strong_key, weak_key
+from indexer.core.records import CLASS_BITS, DATA_CLASSES, class_names, record_keys
 
 PROPERTY = settings(deadline=None, max_examples=200)
 

@@ -9,11 +9,11 @@ operation, and schema-invalid requests must be refused (4xx). Bulk answers are N
 each line is checked against the document's `x-item-schema`.
 
 Pinned to what works with schemathesis 4.x and pytest 9: the schema is loaded with
-`openapi.from_dict` from `service.openapi.openapi_document()` at import (the lazy
+`openapi.from_dict` from `service.views.openapi.openapi_document()` at import (the lazy
 `from_fixture` loader touches a pytest internal that pytest 9 removed), and a test
 checks that the server serves exactly that document. `positive_data_acceptance` is not
 among the checks on purpose: the schema says "a string of at most 64 characters" for a
-NIR, and the service rightly answers 422 to most such strings (DESIGN §5).
+NIR, and the service rightly answers 422 to most such strings (docs/design.md §5).
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.apikeys import KeyStore
-from service.openapi import openapi_document
+from service.resources.apikeys import KeyStore
+from service.views.openapi import openapi_document
 
 pytestmark = pytest.mark.slow
 

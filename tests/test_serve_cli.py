@@ -292,7 +292,7 @@ def test_worker_logs_are_json_and_hold_no_identifier(server: Server) -> None:
 def test_a_graceful_stop_writes_every_access_line(
     crafted: Crafted, tmp_path: Path, workers: int
 ) -> None:
-    """Access lines wait in memory and are written in batches (service.logs): SIGTERM
+    """Access lines wait in memory and are written in batches (service.resources.logs): SIGTERM
     must still leave every one of them in the log, those of the requests answered just
     before it and that of a request that finishes during the drain. A forked worker
     leaves with os._exit, which skips logging's own flush: that path is covered too."""

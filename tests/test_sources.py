@@ -1,4 +1,4 @@
-"""Tests for indexer.sources: reading sources.toml, and every way it can be wrong.
+"""Tests for indexer.build.sources: reading sources.toml, and every way it can be wrong.
 
 Each refusal is checked by its message (which file, which source, which key, what to
 do), since the message is what the person running the build gets to fix it.
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from indexer.dumps import DUMP_FIELDS
-from indexer.sources import MAX_SOURCES, Source, SourcesError, load_sources
+from indexer.build.dumps import DUMP_FIELDS
+from indexer.build.sources import MAX_SOURCES, Source, SourcesError, load_sources
 
 FULL = """\
 [[sources]]

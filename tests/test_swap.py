@@ -22,9 +22,9 @@ from aiohttp.test_utils import TestClient
 from conftest import build_breach
 from service_support import MARIE, NEWCOMER, STRANGER, Crafted, build_crafted
 
-from indexer.build import BuildOptions, build_index
-from service.apikeys import KeyStore
+from indexer.build.local import BuildOptions, build_index
 from service.app import create_app
+from service.resources.apikeys import KeyStore
 from service.settings import Settings
 
 Client = TestClient[web.Request, web.Application]

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from stdnum.fr import nir as stdnum_nir
 
-from indexer.synth import (
+from indexer.build.synth import (
     ALMERYS_HEADER,
     CHUNK_ROWS,
     FEMALE_FIRST_NAMES,

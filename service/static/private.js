@@ -1,9 +1,9 @@
-/* The private check, done in the browser (DESIGN §7): progressive enhancement of the form.
+/* The private check, done in the browser (docs/design.md §7): progressive enhancement of the form.
  *
  * Without JavaScript, or when the service does not offer private lookups, this file does
  * nothing and the form posts as it always did. Otherwise it shows a "private check"
  * choice. With it ticked, submitting never sends the form: the fields are normalised
- * here exactly as indexer/identity.py and indexer/matchkeys.py do (DESIGN §3), each
+ * here exactly as indexer/identity.py and indexer/matchkeys.py do (docs/design.md §3), each
  * canonical key is hashed to its public bucket and blinded (RFC 9497, ristretto255-
  * SHA512, mode OPRF, by the vendored @noble/curves in vendor/noble-oprf.js), and only
  * {"bucket", "blinded"} pairs go to /v1/private/evaluate. The answer is unblinded,
@@ -11,7 +11,7 @@
  * not even whether the person was found.
  *
  * Why a port and not a call: sending the fields to the service to be normalised would
- * defeat the point. tests/test_browser_private.py runs the DESIGN §3 vectors and the
+ * defeat the point. tests/test_browser_private.py runs the docs/design.md §3 vectors and the
  * whole synthetic member file through both this file and indexer/ and requires the
  * same keys and the same error codes.
  *
@@ -272,7 +272,7 @@
     return bytes;
   }
 
-  /** DESIGN §7: SHA-256("exposure-bucket-v1|" + input), first 4 bytes big-endian,
+  /** docs/design.md §7: SHA-256("exposure-bucket-v1|" + input), first 4 bytes big-endian,
    *  shifted right by 32 - bucket_bits (a division: `>>> 32` would shift by 0). */
   function bucketOf(canonical, bucketBits) {
     if (!Number.isInteger(bucketBits) || bucketBits < 0 || bucketBits > 32) {

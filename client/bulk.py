@@ -1,4 +1,4 @@
-"""`exposure-client`: an insurer checks its member file against the service (DESIGN §5).
+"""`exposure-client`: an insurer checks its member file against the service (docs/design.md §5).
 
     exposure-client check MEMBERS.csv --url URL --out RESULTS.csv [--api-key-file F]
 
@@ -47,8 +47,8 @@ from typing import IO, Any, Final, Protocol
 import aiohttp
 import orjson
 
-from indexer.dumps import MEMBER_ALIASES, match_headers
-from indexer.records import DATA_CLASSES
+from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
+from indexer.core.records import DATA_CLASSES
 
 __all__ = ["API_KEY_ENV", "RESULT_COLUMNS", "main"]
 
@@ -105,13 +105,6 @@ class MemberLayout:
     data_offset: int
 
 
-def _decode(raw: bytes) -> str:
-    # Insurers' exports are UTF-8 or Windows-1252, sometimes both (files concatenated
-    # from two systems): each line is read as UTF-8 and, failing that, as cp1252.
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
 
 
 def detect_layout(path: Path) -> MemberLayout:
@@ -133,7 +126,7 @@ def detect_layout(path: Path) -> MemberLayout:
     end = head.find(b"\n", offset)
     if end < 0 and len(head) == _HEAD_BYTES:
         raise UsageError(f"{path}: no line ends in the first 64 KiB; is it a CSV file?")
-    header = _decode(head[offset:] if end < 0 else head[offset:end]).rstrip("\r")
+    header = decode_line(head[offset:] if end < 0 else head[offset:end]).rstrip("\r")
     data_offset = len(head) if end < 0 else end + 1
     if not header.strip():
         raise UsageError(f"{path}: the file is empty; it needs a header line and one row "
@@ -184,7 +177,7 @@ def read_members(layout: MemberLayout, start: int) -> Generator[MemberRow, None,
             nonlocal position
             for raw in handle:
                 position += len(raw)
-                yield _decode(raw)
+                yield decode_line(raw)
 
         # csv.reader pulls one physical line at a time and never reads ahead, so after
         # each row `position` is exactly the end of that row (quoted line breaks too).
@@ -580,7 +573,7 @@ member file.""",
                        metavar="N", help="split the upload into requests of about N bytes "
                        f"(default {_DEFAULT_REQUEST_BYTES >> 20} MiB)")
     check.add_argument("--private", action="store_true",
-                       help="private lookups (DESIGN §7): identities are normalised, blinded "
+                       help="private lookups: identities are normalised, blinded "
                        "and checked here; the service sees only bucket numbers and blinded "
                        "points. It cannot say which breach or which data: sources and "
                        "exposed stay empty. The API key is optional (without one, the "
@@ -676,8 +669,8 @@ async def _run_private(
     progress: Progress, args: argparse.Namespace, context: ssl.SSLContext | None,
 ) -> Tally:
     """Private mode: normalise, blind and finalize here, in windows of members."""
-    from indexer.matchkeys import QueryError
-    from indexer.private_client import WINDOW_QUERIES, PrivateClientError, connect
+    from client.private import WINDOW_QUERIES, PrivateClientError, connect
+    from indexer.core.matchkeys import QueryError
 
     tally = Tally()
     timeout = aiohttp.ClientTimeout(sock_read=args.timeout)

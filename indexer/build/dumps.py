@@ -6,7 +6,7 @@ English headers, quoted fields that may hold delimiters and newlines. `detect_la
 looks at the first 64 KiB once; `iter_blocks` then cuts the rest of the file into
 blocks that end on a record boundary, so that blocks can be parsed independently (in
 worker processes), and `parse_block` turns a block into rows in `DUMP_FIELDS` order.
-`match_headers` is shared with the reading of insurers' member files.
+Header matching and line decoding are `indexer.core.columns`, shared with member files.
 
 Rows hold identifiers. Nothing here logs, and no error message may ever quote a data
 row: messages name the file, the source and the header line only (and not even the
@@ -21,7 +21,6 @@ import csv
 import io
 import os
 import re
-import unicodedata
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -29,19 +28,24 @@ from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
+from indexer.core.columns import (
+    BIRTH_DATE_HEADERS,
+    LAST_NAME_HEADERS,
+    NIR_HEADERS,
+    decode_lines,
+    match_headers,
+)
+
 if TYPE_CHECKING:
-    from .sources import Source
+    from indexer.build.sources import Source
 
 __all__ = [
     "DUMP_FIELDS",
     "HEADER_ALIASES",
-    "MEMBER_ALIASES",
     "DumpError",
     "DumpLayout",
     "detect_layout",
-    "fold_header",
     "iter_blocks",
-    "match_headers",
     "parse_block",
 ]
 
@@ -58,53 +62,12 @@ DUMP_FIELDS: Final = (
     "tp_guarantee",
 )
 
-_NIR: Final = (
-    "NIR",
-    "NUMERO_SECU",
-    "NUM_SECU",
-    "NO_SECU",
-    "NUMERO_SECURITE_SOCIALE",
-    "NUMERO_DE_SECURITE_SOCIALE",
-    "NO_SECURITE_SOCIALE",
-    "NO_SS",
-    "N_SS",
-    "NUMERO_SS",
-    "NSS",
-    "SSN",
-    "SOCIAL_SECURITY_NUMBER",
-    "INSEE",
-    "NUMERO_INSEE",
-    "NO_INSEE",
-)
-_LAST_NAME: Final = (
-    "NOM",
-    "NOM_NAISSANCE",
-    "NOM_DE_NAISSANCE",
-    "NOM_PATRONYMIQUE",
-    "NOM_FAMILLE",
-    "NOM_DE_FAMILLE",
-    "LAST_NAME",
-    "SURNAME",
-    "FAMILY_NAME",
-    "BIRTH_NAME",
-)
-_BIRTH_DATE: Final = (
-    "DATE_NAISSANCE",
-    "DATE_DE_NAISSANCE",
-    "DDN",
-    "NE_LE",
-    "NE_E_LE",
-    "BIRTH_DATE",
-    "DATE_OF_BIRTH",
-    "DOB",
-    "BIRTHDATE",
-)
 
 # Canonical field -> recognised headers, in fold_header form, most specific first.
 # No header belongs to two fields (tests check it), so the order of fields is free.
 HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
-    "nir": _NIR,
-    "last_name": _LAST_NAME,
+    "nir": NIR_HEADERS,
+    "last_name": LAST_NAME_HEADERS,
     "usage_name": ("NOM_USAGE", "NOM_D_USAGE", "NOM_MARITAL", "USAGE_NAME", "MARRIED_NAME"),
     "first_names": (
         "PRENOMS",
@@ -115,7 +78,7 @@ HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
         "GIVEN_NAMES",
         "FORENAMES",
     ),
-    "birth_date": _BIRTH_DATE,
+    "birth_date": BIRTH_DATE_HEADERS,
     "birth_rank": ("RANG_NAISSANCE", "RANG_DE_NAISSANCE", "RANG", "BIRTH_RANK", "BIRTH_ORDER"),
     "insurer": (
         "ORGANISME",
@@ -146,24 +109,6 @@ HEADER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
     ),
 }
 
-# Insurers' member files (exposure-client): a caller's `ref` and the query fields.
-MEMBER_ALIASES: Final[Mapping[str, tuple[str, ...]]] = {
-    "ref": (
-        "REF",
-        "REFERENCE",
-        "ID",
-        "MEMBER_ID",
-        "NUMERO_ADHERENT",
-        "NO_ADHERENT",
-        "ADHERENT",
-        "IDENTIFIANT",
-    ),
-    "nir": _NIR,
-    "last_name": _LAST_NAME,
-    "first_name": ("PRENOM", "PRENOMS", "PRENOM_S", "FIRST_NAME", "GIVEN_NAME", "FIRST_NAMES"),
-    "birth_date": _BIRTH_DATE,
-}
-
 _SAMPLE_BYTES: Final = 64 << 10
 # Delimiters tried when sources.toml does not name one; '|' comes last because it also
 # appears inside guarantee lists ("PHARMA|OPTIQUE").
@@ -181,13 +126,6 @@ _BULK_RETRIES: Final = 64
 # the first line is probably a data row, which must not be quoted in an error.
 _DATA_LIKE: Final = re.compile(r"\d{3}|\d[/.-]\d")
 
-_LIGATURES: Final = str.maketrans(
-    {"Œ": "OE", "œ": "oe", "Æ": "AE", "æ": "ae", "ß": "ss", "°": "o", "º": "o"}
-)
-_CAMEL_CASE: Final = re.compile(r"(?<=[a-z])(?=[A-Z])")
-_NOT_ALNUM: Final = re.compile(r"[^A-Z0-9]+")
-
-
 class DumpError(Exception):
     """A dump that cannot be read as described; the message never quotes a data row."""
 
@@ -201,46 +139,6 @@ class DumpLayout:
     delimiter: str
     columns: Mapping[str, int]  # canonical field -> column index, a subset of DUMP_FIELDS
     data_offset: int  # byte offset of the first data line
-
-
-def fold_header(cell: str) -> str:
-    """The comparable form of a header: `Date de naissance` -> `DATE_DE_NAISSANCE`.
-
-    Upper case, accents and ligatures folded, camelCase split, and every run of other
-    characters (spaces, - . ' ’ ( ), BOM, quotes) made one `_`, none at either end.
-    """
-    decomposed = unicodedata.normalize("NFKD", cell.translate(_LIGATURES))
-    bare = "".join(char for char in decomposed if not unicodedata.combining(char))
-    return _NOT_ALNUM.sub("_", _CAMEL_CASE.sub("_", bare).upper()).strip("_")
-
-
-def match_headers(cells: Sequence[str], aliases: Mapping[str, tuple[str, ...]]) -> dict[str, int]:
-    """Canonical field -> index of the first header cell that names it.
-
-    A header matches an alias when their `fold_header` forms are equal; failing that,
-    when they are equal once the `_` separators are dropped (`DATENAISSANCE`). The
-    first alias that matches wins, then the leftmost cell. Unmatched fields are absent.
-    """
-    exact: dict[str, int] = {}
-    compact: dict[str, int] = {}
-    for index, cell in enumerate(cells):
-        folded = fold_header(cell)
-        if folded:
-            exact.setdefault(folded, index)
-            compact.setdefault(folded.replace("_", ""), index)
-    found: dict[str, int] = {}
-    for field, names in aliases.items():
-        folded_names = [fold_header(name) for name in names]
-        hits = [exact[name] for name in folded_names if name in exact]
-        if not hits:
-            hits = [
-                compact[key]
-                for key in (name.replace("_", "") for name in folded_names)
-                if key and key in compact
-            ]
-        if hits:
-            found[field] = hits[0]
-    return found
 
 
 def detect_layout(source: Source) -> DumpLayout:
@@ -483,31 +381,8 @@ def _decode(data: bytes, encoding: str | None) -> str:
         start = line_end
     # Many bad lines (an undeclared cp1252 dump): every failed bulk attempt above costs
     # a buffer of the block's size, so decode the rest both ways and pick line by line.
-    parts.append(_decode_lines(data[start:]))
+    parts.append(decode_lines(data[start:]))
     return "".join(parts)
-
-
-def _decode_lines(data: bytes) -> str:
-    if b"\xef\xbf\xbd" in data:
-        # A real U+FFFD would be taken for a decoding error below: go line by line.
-        return "\n".join(_decode_line(line) for line in data.split(b"\n"))
-    # utf-8 "replace" never swallows a '\n' into a bad sequence, and cp1252 maps each
-    # byte to one character, so both split into the same lines.
-    as_utf8 = data.decode("utf-8", "replace").split("\n")
-    as_cp1252 = data.decode("cp1252", "replace").split("\n")
-    return "\n".join(
-        [
-            cp1252 if "\ufffd" in utf8 else utf8
-            for utf8, cp1252 in zip(as_utf8, as_cp1252, strict=True)
-        ]
-    )
-
-
-def _decode_line(line: bytes) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return line.decode("cp1252", "replace")
 
 
 def _first_record_end(data: bytes, start: int) -> int:

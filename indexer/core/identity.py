@@ -2,7 +2,7 @@
 
 This is the one place where a trait is turned into its canonical form. The indexer
 uses it on the breach dumps and the service uses it on queries, so the two can never
-disagree on what "the same person" means (DESIGN §3, contract).
+disagree on what "the same person" means (docs/design.md §3, contract).
 
 Pure functions over plain strings: no I/O, no logging. An `IdentityError` names the
 field and a stable code, and its message never quotes the value it rejected: the
@@ -186,9 +186,9 @@ def _local_date(minute: int) -> dt.date:
 def _parse_date(text: str, field: str) -> tuple[str, dt.date | None]:
     """(canonical form, earliest day it can mean or None before 1880).
 
-    Not cached here: the service must keep no identifier beyond the request (DESIGN
+    Not cached here: the service must keep no identifier beyond the request (docs/design.md
     §2). The offline builder, which reads the plaintext dumps anyway, caches around
-    these functions (`indexer.records`).
+    these functions (`indexer.core.records`).
     """
     if not text:
         raise IdentityError(field, "required", "The date of birth is missing.")

@@ -1,7 +1,7 @@
 """From one breach record to its match keys, its exposed data classes and its faults.
 
 A record is indexed under every key that its valid fields still form: a bad NIR
-does not stop the record being found by name and date of birth (DESIGN §4). Faults
+does not stop the record being found by name and date of birth (docs/design.md §4). Faults
 are returned as reason codes, to be counted; nothing here keeps or reports content.
 """
 
@@ -10,18 +10,18 @@ from __future__ import annotations
 from functools import lru_cache, partial
 from typing import Final
 
-from .identity import (
+from indexer.core.identity import (
     IdentityError,
     first_given_name,
     fold_name,
     normalize_birth_date,
     normalize_nir,
 )
-from .matchkeys import strong_key, weak_key
+from indexer.core.matchkeys import strong_key, weak_key
 
 # Caches for the offline build only: a dump of 33 million people holds ~40,000 distinct
 # dates of birth and far fewer distinct names than rows, and the builder reads the
-# plaintext dumps anyway. The service never calls these (DESIGN §2: no identifier in a
+# plaintext dumps anyway. The service never calls these (docs/design.md §2: no identifier in a
 # cache): its queries go through `matchkeys.parse_query`, uncached.
 _record_date = lru_cache(maxsize=1 << 16)(partial(normalize_birth_date, query=False))
 _record_name = lru_cache(maxsize=1 << 17)(fold_name)

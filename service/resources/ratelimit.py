@@ -1,7 +1,7 @@
 """Token-bucket rate limits, per client address or per API key.
 
 Each bucket refills at `rate_per_minute` up to `burst` tokens. Buckets live in this
-process only (DESIGN §5: limits are per worker; the reverse proxy enforces the global
+process only (docs/design.md §5: limits are per worker; the reverse proxy enforces the global
 one). The table is bounded: the least recently used buckets are dropped first, and a
 dropped bucket would have been full again anyway after `burst / rate` minutes.
 The keys are client addresses or key ids, never identifiers, and are never logged.

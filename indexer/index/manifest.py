@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 import xxhash
 
-from .bloom import HEADER_BYTES, FingerprintBloom
-from .generation import MANIFEST, SHARD_KINDS, shard_file
-from .shards import shard_of
+from indexer.index.bloom import HEADER_BYTES, FingerprintBloom
+from indexer.index.generation import MANIFEST, SHARD_KINDS, shard_file
+from indexer.index.shards import shard_of
 
 __all__ = [
     "FORMAT",
@@ -220,7 +220,7 @@ def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
 
 def _section_files(manifest: dict[str, Any]) -> set[str]:
     """Files that an optional section lists and verifies itself (the `private` part of
-    DESIGN §7 lists `private/*` in `manifest["private"]["files"]`)."""
+    docs/design.md §7 lists `private/*` in `manifest["private"]["files"]`)."""
     names: set[str] = set()
     for section in manifest.values():
         if isinstance(section, dict) and isinstance(section.get("files"), dict):
@@ -266,7 +266,7 @@ def _verify_shard(
     if bloom.count != count:
         yield f"shard {shard}: Bloom filter counts {bloom.count}, expected {count}"
     elif deep and count:
-        from .bloom import bloom_contains
+        from indexer.index.bloom import bloom_contains
 
         bits = np.fromfile(bloom_path, dtype=np.uint8, offset=HEADER_BYTES)
         if not bool(bloom_contains(bits, fps, bloom.num_slices, bloom.bits_per_slice).all()):

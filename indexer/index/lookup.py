@@ -24,14 +24,14 @@ from typing import Any, Final, cast
 
 import numpy as np
 
-from .matchkeys import MATCHED_ON, MatchKey, Strength, key_strength
-from .reader import IndexReader
-from .records import class_names
+from indexer.core.matchkeys import MATCHED_ON, MatchKey, Strength, key_strength
+from indexer.core.records import class_names
+from indexer.index.reader import IndexReader
 
 __all__ = ["NOT_FOUND", "Checker", "Verdict"]
 
 Verdict = dict[str, Any]
-"""The answer of DESIGN §5: {"found", "match", "sources": [...]}, ready to serialise."""
+"""The answer of docs/design.md §5: {"found", "match", "sources": [...]}, ready to serialise."""
 
 NOT_FOUND: Final[Verdict] = {"found": False, "match": None, "sources": []}
 _EXPOSED: Final = tuple(class_names(bits) for bits in range(256))

@@ -23,22 +23,21 @@ from typing import Any, Final
 import orjson
 from aiohttp import web
 
-from indexer.dumps import MEMBER_ALIASES, match_headers
-from indexer.identity import IdentityError
-from indexer.lookup import Verdict
-from indexer.matchkeys import QueryError, QueryMemo, canonical_keys
-
-from .access import authenticate
-from .apikeys import ApiKey
-from .errors import (
+from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
+from indexer.core.identity import IdentityError
+from indexer.core.matchkeys import QueryError, QueryMemo, canonical_keys
+from indexer.index.lookup import Verdict
+from service.access import authenticate
+from service.errors import (
     InvalidIdentifiers,
     PayloadTooLarge,
     RateLimited,
     RequestTimeout,
     UnsupportedMediaType,
 )
-from .metrics import route_label
-from .state import INDEX, KEY_LIMITER, KEYS, METRICS, SETTINGS
+from service.resources.apikeys import ApiKey
+from service.resources.metrics import route_label
+from service.state import INDEX, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
 __all__ = ["routes"]
 
@@ -48,7 +47,7 @@ routes = web.RouteTableDef()
 NDJSON_TYPES: Final = frozenset({"application/x-ndjson", "application/ndjson",
                                  "application/jsonl", "application/json-lines"})
 CSV_TYPES: Final = frozenset({"text/csv", "application/csv"})
-MAX_REF_CHARS: Final = 128  # DESIGN §5: longer refs make an error line
+MAX_REF_CHARS: Final = 128  # docs/design.md §5: longer refs make an error line
 # A verdict line without its verdict: line number, ref, then the encoded verdict
 # without its opening brace.
 _ANSWER: Final = b'{"line":%d,"ref":%b,%b'
@@ -121,17 +120,11 @@ async def _lines(
         yield [bytes(pending)]
 
 
-def _decode(raw: bytes) -> str:
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        # Insurers' exports are often Windows-1252: accept them line by line.
-        return raw.decode("cp1252", errors="replace")
 
 
 def _clean(raw: bytes) -> str:
     """The line as text, without its CR, surrounding blanks or a UTF-8 byte order mark."""
-    return _decode(raw).strip().lstrip("\ufeff").strip()
+    return decode_line(raw).strip().lstrip("\ufeff").strip()
 
 
 def _error(line: int, ref: Any, field: str | None, code: str, message: str) -> dict[str, Any]:
@@ -407,7 +400,7 @@ def _process(
     counts["errors"] += len(errors)
     counts["found"] += sum(map(_FOUND, verdicts))
     # The Checker returns the same verdict object to every query with the same answer
-    # (indexer.lookup): each is encoded once per chunk, and a line is its number and
+    # (indexer.index.lookup): each is encoded once per chunk, and a line is its number and
     # ref followed by those bytes, byte for byte what dumps({"line": line, "ref": ref,
     # **verdict}) gives. The lines are formatted without a Python loop (map and zip).
     by_id = dict(zip(map(id, verdicts), verdicts, strict=True))

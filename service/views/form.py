@@ -1,11 +1,11 @@
-"""The web form for individuals: `GET /` shows it, `POST /` answers it (DESIGN §5).
+"""The web form for individuals: `GET /` shows it, `POST /` answers it (docs/design.md §5).
 
 Server-rendered with aiohttp-jinja2 (autoescaped), French by default, English with
 `?lang=en` or `Accept-Language`. Every text comes from one catalogue per language
 (`service/i18n/<lang>.toml`); templates hold structure only. No JavaScript is needed
 and nothing is loaded from anywhere but this service.
 
-Where the service offers private lookups (DESIGN §7), the form page also loads two
+Where the service offers private lookups (docs/design.md §7), the form page also loads two
 scripts of its own, `static/vendor/noble-oprf.js` and `static/private.js`: progressive
 enhancement that offers a private check, normalised, blinded and looked up in the
 browser so that the service never sees the identifiers. Without JavaScript the form is
@@ -37,15 +37,13 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from indexer.identity import IdentityError
-from indexer.lookup import Verdict
-from indexer.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
-
-from .access import came_over_tls, spend
-from .errors import ApiError, Forbidden, RateLimited
-from .middleware import HTML_ERROR_RENDERER
-from .private import PRIVATE
-from .state import INDEX, METRICS
+from indexer.core.identity import IdentityError
+from indexer.core.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
+from indexer.index.lookup import Verdict
+from service.access import came_over_tls, spend
+from service.errors import ApiError, Forbidden, RateLimited
+from service.middleware import HTML_ERROR_RENDERER
+from service.state import INDEX, METRICS, PRIVATE
 
 __all__ = [
     "CSRF_COOKIE",
@@ -56,7 +54,7 @@ __all__ = [
     "setup",
 ]
 
-HERE: Final = Path(__file__).parent
+HERE: Final = Path(__file__).parent.parent  # service/: templates, static, i18n
 LANGUAGES: Final = ("fr", "en")  # the first is the default
 CSRF_COOKIE: Final = "exposure_csrf"
 CSRF_FIELD: Final = "csrf_token"
@@ -208,7 +206,7 @@ class FormPages:
         return response
 
     async def answer(self, request: web.Request) -> web.Response:
-        # Spend first: every POST costs a unit, refused ones too (DESIGN §5), or an
+        # Spend first: every POST costs a unit, refused ones too (docs/design.md §5), or an
         # enumerator would probe the validator for free.
         spend(request, None)
         form = await request.post()

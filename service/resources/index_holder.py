@@ -19,13 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from indexer.fingerprint import Fingerprinter
-from indexer.generation import CURRENT, IndexNotFound, current_generation
-from indexer.lookup import Checker
-from indexer.reader import IndexError_, IndexReader, KeyMismatch
-
-from .errors import NotReady
-from .metrics import Metrics
+from indexer.core.fingerprint import Fingerprinter
+from indexer.index.generation import CURRENT, IndexNotFound, current_generation
+from indexer.index.lookup import Checker
+from indexer.index.reader import IndexError_, IndexReader, KeyMismatch
+from service.errors import NotReady
+from service.resources.metrics import Metrics
 
 __all__ = ["IndexHolder"]
 

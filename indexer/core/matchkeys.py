@@ -5,7 +5,7 @@ A record is indexed under a *strong* key (NIR + date of birth) and *weak* keys
 builds the same keys from what it was given. Both sides go through this module and
 through `identity`, so a key can only match when the traits really are equivalent.
 
-The canonical forms are those of DESIGN §7 (contract: the private-lookup clients
+The canonical forms are those of docs/design.md §7 (contract: the private-lookup clients
 compute them too):
     strong|<NIR, 15 chars>|<YYYY-MM-DD>
     weak|<folded last name>|<folded first name>|<YYYY-MM-DD>
@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from .identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
+from indexer.core.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
 
 __all__ = [
     "MATCHED_ON",
@@ -85,7 +85,7 @@ class QueryMemo:
     A member file repeats them a lot (a date of birth is shared by thousands of people,
     a name by more), so one bulk request normalises each once. The memo belongs to
     that request and dies with it: nothing keeps an identifier beyond the request
-    (DESIGN §2). NIRs are never kept: they are unique per person, nothing to reuse.
+    (docs/design.md §2). NIRs are never kept: they are unique per person, nothing to reuse.
     It holds at most `max_entries` values: past that it starts again.
 
     Each table also maps None (field absent) and "" (field empty) to "" (absent), so

@@ -47,17 +47,17 @@ import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from .bloom import FingerprintBloom
-from .dumps import DumpLayout, detect_layout, iter_blocks, parse_block
-from .fingerprint import FINGERPRINT_ALGORITHM, Fingerprinter
-from .generation import new_partial_generation, publish, remove_partials, shard_file
-from .manifest import FORMAT, checksum_bytes, write_manifest
-from .records import DATA_CLASSES, record_keys
-from .shards import shard_of
-from .sources import Source, load_sources
+from indexer.build.dumps import DumpLayout, detect_layout, iter_blocks, parse_block
+from indexer.build.sources import Source, load_sources
+from indexer.core.fingerprint import FINGERPRINT_ALGORITHM, Fingerprinter
+from indexer.core.records import DATA_CLASSES, record_keys
+from indexer.index.bloom import FingerprintBloom
+from indexer.index.generation import new_partial_generation, publish, remove_partials, shard_file
+from indexer.index.manifest import FORMAT, checksum_bytes, write_manifest
+from indexer.index.shards import shard_of
 
 if TYPE_CHECKING:  # the OPRF stack (rbcl loads libsodium) only when --private is used
-    from .private import PrivateBuild
+    from indexer.build.private import PrivateBuild
 
 __all__ = ["BuildLocked", "BuildOptions", "BuildReport", "build_index"]
 
@@ -76,7 +76,7 @@ class BuildOptions:
     block_size: int = 4 << 20
     progress: bool = False
     keep_generations: int = 3
-    private: PrivateBuild | None = None  # also build the private part (DESIGN §7)
+    private: PrivateBuild | None = None  # also build the private part (docs/design.md §7)
 
     def worker_count(self) -> int:
         return self.workers or os.cpu_count() or 1
@@ -484,7 +484,7 @@ def finish_generation(
     if options.private is not None:
         # Inside the same partial generation, so the index and its private part are
         # published together or not at all.
-        from .private import build_private
+        from indexer.build.private import build_private
 
         manifest["private"] = build_private(
             plan.sources_toml, generation, options.private.oprf_key,

@@ -1,6 +1,6 @@
 """RFC 9497 OPRF, mode 0x00 (OPRF), suite ristretto255-SHA512: the private-lookup primitive.
 
-A private lookup (DESIGN §7) lets a caller learn whether an identity is in the breach
+A private lookup (docs/design.md §7) lets a caller learn whether an identity is in the breach
 without the service ever seeing the identifier. The caller hashes its canonical key
 input to a group element and blinds it with a random scalar (`blind`); the service
 multiplies the blinded element by its secret key (`blind_evaluate`) and cannot tell
@@ -324,7 +324,7 @@ def decode_element_hex(text: str) -> bytes:
 
 
 def bucket_of(canonical_input: str, bucket_bits: int) -> int:
-    """The public bucket of a canonical key input (DESIGN §7, contract).
+    """The public bucket of a canonical key input (docs/design.md §7, contract).
 
     The first 4 bytes of SHA-256("exposure-bucket-v1|" + input), big-endian, shifted
     right by 32 - bucket_bits. A plain public hash on purpose: the client computes it

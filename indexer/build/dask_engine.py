@@ -66,7 +66,8 @@ import numpy.typing as npt
 import xxhash
 from tqdm import tqdm
 
-from .build import (
+from indexer.build.dumps import DumpError, DumpLayout, iter_blocks
+from indexer.build.local import (
     SPILL_DTYPE,
     BlockSpill,
     BuildOptions,
@@ -81,8 +82,7 @@ from .build import (
     publish_build,
     write_shard,
 )
-from .dumps import DumpError, DumpLayout, iter_blocks
-from .fingerprint import Fingerprinter
+from indexer.core.fingerprint import Fingerprinter
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -104,7 +104,8 @@ DASK_BLOCK_SIZE: Final = 16 << 20
 # The modules whose code decides the bytes of a shard: rows, normalisation, keys,
 # fingerprints, shard rule, merge, Bloom filter.
 _PIPELINE_MODULES: Final = (
-    "build", "dumps", "records", "identity", "matchkeys", "fingerprint", "shards", "bloom",
+    "build/local", "build/dumps", "core/columns", "core/records", "core/identity",
+    "core/matchkeys", "core/fingerprint", "index/shards", "index/bloom",
 )
 
 
@@ -152,7 +153,7 @@ def pipeline_digest() -> str:
     publish an index that verifies but answers "not found" for the rows it handled.
     """
     digest = xxhash.xxh3_64()
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parent.parent  # indexer/
     for module in _PIPELINE_MODULES:
         digest.update((package / f"{module}.py").read_bytes())
     return digest.hexdigest()

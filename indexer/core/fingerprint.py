@@ -27,7 +27,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-from .secret_files import read_secret_file, resolve_secret_file
+from indexer.core.secret_files import read_secret_file, resolve_secret_file
 
 __all__ = [
     "PEPPER_ENV",

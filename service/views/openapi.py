@@ -5,10 +5,9 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from indexer.records import DATA_CLASSES
-
-from .batch import MAX_REF_CHARS
-from .private import PRIVATE_OPENAPI_PATHS
+from indexer.core.records import DATA_CLASSES
+from service.views.batch import MAX_REF_CHARS
+from service.views.private import PRIVATE_OPENAPI_PATHS
 
 __all__ = ["openapi_document"]
 

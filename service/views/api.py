@@ -1,6 +1,6 @@
 """JSON routes: single check, sources, health, readiness, metrics, OpenAPI.
 
-Handlers are thin: parse, call the core (`indexer.matchkeys`, `indexer.lookup`),
+Handlers are thin: parse, call the core (`indexer.core.matchkeys`, `indexer.index.lookup`),
 render. Identifiers live in local variables of one request and nowhere else.
 """
 
@@ -13,16 +13,15 @@ from typing import Any, Final
 import orjson
 from aiohttp import hdrs, web
 
-from indexer.matchkeys import canonical_keys
-from indexer.reader import IndexReader
-from indexer.records import DATA_CLASSES
-
-from .access import admit
-from .errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
-from .metrics import CONTENT_TYPE_LATEST
-from .middleware import answer_headers
-from .openapi import openapi_document
-from .state import INDEX, INFLIGHT, METRICS
+from indexer.core.matchkeys import canonical_keys
+from indexer.core.records import DATA_CLASSES
+from indexer.index.reader import IndexReader
+from service.access import admit
+from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from service.middleware import answer_headers
+from service.resources.metrics import CONTENT_TYPE_LATEST
+from service.state import INDEX, INFLIGHT, METRICS
+from service.views.openapi import openapi_document
 
 __all__ = ["json_response", "routes", "sources_document"]
 
@@ -85,7 +84,7 @@ async def sources(request: web.Request) -> web.Response:
 def sources_document(reader: IndexReader) -> dict[str, Any]:
     """The answer of `GET /v1/sources` for a generation.
 
-    Computed once, when the generation is opened (service.index_holder): a manifest
+    Computed once, when the generation is opened (service.resources.index_holder): a manifest
     whose sources are not of the expected shape is refused then (ValueError), rather
     than answering 500 here or something the OpenAPI document does not promise.
     """

@@ -1,73 +1,36 @@
-"""Private lookups over HTTP (DESIGN §7, contract): the service evaluates blind.
+"""Private lookups over HTTP (docs/design.md §7, contract): the service evaluates blind.
 
     GET  /v1/private/params     suite, mode, bucket_bits, output_bytes, bucket_size, key_id
     POST /v1/private/evaluate   {"items": [{"bucket", "blinded"}, ...]} (1 to 1,000)
                              -> {"items": [{"evaluated", "entries": [...]}, ...]}
 
-The caller sends a public bucket number and a blinded ristretto255 element per key;
-the service multiplies the element by its OPRF key and returns it with the bucket's
-entries, padded to `bucket_size`. It learns the bucket (one of ~2 million, each shared
-by millions of possible identities) and nothing else: not the identity, not whether
-it was found. Enumeration needs one evaluation per guess, and each evaluation costs
-one unit of the caller's rate limit (the address's, or the API key's).
-
-The private part followed is the one of the generation the main index holder serves
-(`app[INDEX]`), so both kinds of lookup always answer from the same generation. The
-OPRF key comes from `Settings.oprf_key_file`, else $EXPOSURE_OPRF_KEY_FILE; without
-one the routes answer 503 and the rest of the service runs as usual.
-
-What must never happen here: logging a request beyond its size, echoing a blinded or
-evaluated element in an error, or letting the OPRF key reach a log or a message.
+What the service learns and why it is safe: docs/private-lookups.md. Never log a
+request beyond its size, nor echo a blinded or evaluated element in an error.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
 
-from indexer import oprf
-from indexer.generation import IndexNotFound, current_generation
-from indexer.private import (
-    OPRF_KEY_ENV,
-    NoPrivatePart,
-    OprfKeyError,
-    PrivateIndex,
-    PrivateIndexError,
-    load_oprf_key,
-)
-
-from .access import authenticate, spend
-from .errors import (
+from indexer.private import oprf
+from indexer.private.store import PrivateIndex
+from service.access import authenticate, spend
+from service.errors import (
     ApiError,
     BadRequest,
     InvalidIdentifiers,
-    NotReady,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
 )
-from .middleware import REQUEST_ID
-from .settings import Settings
-from .state import INDEX, KEYS, SETTINGS
-
-__all__ = [
-    "MAX_ITEMS",
-    "PRIVATE",
-    "PRIVATE_OPENAPI_PATHS",
-    "PrivateLookups",
-    "answer_items",
-    "parse_items",
-    "precheck",
-    "setup",
-]
+from service.middleware import REQUEST_ID
+from service.state import INDEX, KEYS, PRIVATE
 
 log = logging.getLogger("exposure.private")
 
@@ -76,98 +39,11 @@ MAX_ITEMS: Final = 1000
 # for whitespace. The app-wide 16 KiB limit of /v1/check would not hold them.
 MAX_EVALUATE_BYTES: Final = 256 * 1024
 # Up to this many items are evaluated on the event loop (~80 µs each); a larger batch
-# goes to a thread: libsodium's scalar multiplication, called through ctypes,
-# runs without the GIL.
+# goes to a thread: libsodium's scalar multiplication runs without the GIL.
 INLINE_ITEMS: Final = 8
-EVALUATE_THREADS: Final = 2
-# A batch of 1,000 bad items gets its first errors, not a 1,000-line problem.
 MAX_REPORTED_ERRORS: Final = 20
 NO_STORE: Final = {"Cache-Control": "no-store"}
 
-_UNAVAILABLE: Final = "Private lookups are not available for the index being served."
-
-
-class PrivateLookups:
-    """The OPRF key and the private part of the generation being served.
-
-    The private part is opened lazily, the first time a request meets a generation
-    (and once at start-up), off the event loop; a generation without one, or built
-    under another OPRF key, is remembered as refused and answers 503.
-    """
-
-    def __init__(self, oprf_key: bytes | None, executor: Executor | None = None) -> None:
-        self._key = oprf_key
-        self.key_id = oprf.key_id(oprf_key) if oprf_key is not None else None
-        self.executor = executor
-        self._loaded: tuple[Path, PrivateIndex] | None = None
-        self._refused: tuple[Path, str] | None = None
-        self._lock = asyncio.Lock()
-
-    @property
-    def enabled(self) -> bool:
-        return self._key is not None
-
-    @property
-    def key(self) -> bytes:
-        if self._key is None:
-            raise NotReady("Private lookups are not enabled on this service.")
-        return self._key
-
-    async def index_for(self, generation: Path) -> PrivateIndex:
-        """The private part of `generation`, opened once; NotReady (503) if unusable."""
-        if self._key is None:
-            raise NotReady("Private lookups are not enabled on this service.")
-        index = self._known(generation)
-        if index is None:
-            async with self._lock:  # one opening per generation, however many requests
-                index = self._known(generation)
-                if index is None:
-                    await self._open(generation)
-                    index = self._known(generation)
-        if index is None:
-            raise NotReady(_UNAVAILABLE)
-        return index
-
-    def _known(self, generation: Path) -> PrivateIndex | None:
-        """The opened part of `generation`; None if never tried; NotReady if refused."""
-        loaded, refused = self._loaded, self._refused
-        if loaded is not None and loaded[0] == generation:
-            return loaded[1]
-        if refused is not None and refused[0] == generation:
-            raise NotReady(_UNAVAILABLE)
-        return None
-
-    async def _open(self, generation: Path) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            index = await loop.run_in_executor(self.executor, self._open_blocking, generation)
-        except PrivateIndexError as exc:
-            self._refused = (generation, str(exc))
-            level = logging.INFO if isinstance(exc, NoPrivatePart) else logging.ERROR
-            log.log(level, "private part refused",
-                    extra={"generation": generation.name, "reason": str(exc)})
-            return
-        self._loaded, self._refused = (generation, index), None
-        log.info("private part loaded", extra={
-            "generation": generation.name, "bucket_bits": index.params.bucket_bits,
-            "bucket_size": index.params.bucket_size,
-        })
-
-    def _open_blocking(self, generation: Path) -> PrivateIndex:
-        index = PrivateIndex(generation, verify=True)
-        if index.params.key_id != self.key_id:
-            index.close()
-            raise PrivateIndexError(
-                f"the private part of {generation.name} was built with another OPRF key "
-                f"(key id {index.params.key_id}, this service's is {self.key_id}): start "
-                "with the OPRF key file used for the build, or rebuild with --private"
-            )
-        return index
-
-
-PRIVATE: Final = web.AppKey("private_lookups", PrivateLookups)
-"""Defined here rather than in service.state: state cannot import this module
-(it imports state), and a string key would lose the type."""
 
 
 # ------------------------------------------------------------------------ pure parts
@@ -271,11 +147,16 @@ async def _served_index(request: web.Request) -> PrivateIndex:
     return await request.app[PRIVATE].index_for(generation)
 
 
+routes = web.RouteTableDef()
+
+
+@routes.get("/v1/private/params", name="private_params")
 async def params(request: web.Request) -> web.Response:
     index = await _served_index(request)
     return _json(index.params.as_json())
 
 
+@routes.post("/v1/private/evaluate", name="private_evaluate")
 async def evaluate(request: web.Request) -> web.Response:
     try:
         caller = authenticate(request, required=False)
@@ -305,70 +186,6 @@ async def evaluate(request: web.Request) -> web.Response:
         )
     return _json({"items": answers})
 
-
-# ----------------------------------------------------------------------------- setup
-
-
-def _key_file(settings: Settings) -> Path | None:
-    chosen = settings.oprf_key_file or os.environ.get(OPRF_KEY_ENV)
-    return Path(chosen) if chosen else None
-
-
-def _context(settings: Settings) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def private_ctx(app: web.Application) -> AsyncIterator[None]:
-        path = _key_file(settings)
-        # A configured but unreadable or invalid key stops the start (OprfKeyError): an
-        # operator who asked for private lookups should not get a silent 503.
-        key = load_oprf_key(path) if path is not None else None
-        if key is None:
-            log.info("private lookups disabled: no OPRF key file")
-        executor = ThreadPoolExecutor(EVALUATE_THREADS, thread_name_prefix="oprf")
-        lookups = PrivateLookups(key, executor)
-        app[PRIVATE] = lookups
-        holder = app[INDEX]
-        if key is not None and holder.ready:
-            try:
-                await lookups.index_for(holder.checker.reader.path)
-            except NotReady:
-                pass  # logged by PrivateLookups; the routes answer 503
-        yield
-        executor.shutdown(wait=False, cancel_futures=True)
-
-    return private_ctx
-
-
-def setup(app: web.Application, settings: Settings | None = None) -> None:
-    """Add the private routes and their resources to an app built by create_app.
-
-    Call it after the index's cleanup context is registered (it reads `app[INDEX]`).
-    Calling it twice is harmless.
-    """
-    if "private_params" in app.router.named_resources():
-        return
-    app.cleanup_ctx.append(_context(settings if settings is not None else app[SETTINGS]))
-    app.router.add_get("/v1/private/params", params, name="private_params")
-    app.router.add_post("/v1/private/evaluate", evaluate, name="private_evaluate")
-
-
-def precheck(settings: Settings) -> None:
-    """For `exposure-serve` before it forks: a bad OPRF key, or one that is not the
-    build's, stops the start with a clear message (OprfKeyError)."""
-    path = _key_file(settings)
-    if path is None:
-        return
-    key_id = oprf.key_id(load_oprf_key(path))
-    try:
-        generation = current_generation(settings.index_dir)
-        index = PrivateIndex(generation, verify=False)
-    except (IndexNotFound, PrivateIndexError):
-        return  # no index or no private part yet: the routes will say 503
-    built_with = index.params.key_id
-    index.close()
-    if built_with != key_id:
-        raise OprfKeyError(
-            f"the OPRF key file {path} (key id {key_id}) is not the one the index "
-            f"{generation.name} was built with (key id {built_with})"
-        )
 
 
 # --------------------------------------------------------------------------- OpenAPI

@@ -24,13 +24,14 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from indexer.core.fingerprint import Fingerprinter
+
 # The double-hashing constants of the Bloom filter: lookup_one must test the very bits
 # that bloom.bloom_positions sets.
-from .bloom import _GOLDEN, _MASK64, HEADER_BYTES, FingerprintBloom, bloom_contains
-from .fingerprint import Fingerprinter
-from .generation import current_generation, shard_file
-from .manifest import ManifestError, load_manifest, verify_generation
-from .shards import shard_of
+from indexer.index.bloom import _GOLDEN, _MASK64, HEADER_BYTES, FingerprintBloom, bloom_contains
+from indexer.index.generation import current_generation, shard_file
+from indexer.index.manifest import ManifestError, load_manifest, verify_generation
+from indexer.index.shards import shard_of
 
 __all__ = ["IndexError_", "IndexReader", "KeyMismatch", "SourceInfo"]
 

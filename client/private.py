@@ -1,4 +1,4 @@
-"""Private lookups, the client side (DESIGN §7): check an identity without showing it.
+"""Private lookups, the client side (docs/design.md §7): check an identity without showing it.
 
 For each match key of a query (the same `parse_query` as the service, so the same
 normalisation), the client computes the public bucket of the canonical input, blinds
@@ -36,9 +36,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from . import oprf
-from .matchkeys import MatchKey, QueryError, parse_query
-from .private import MODE, PrivateParams
+from indexer.core.matchkeys import MatchKey, QueryError, parse_query
+from indexer.private import oprf
+from indexer.private.params import MODE, PrivateParams
 
 if TYPE_CHECKING:
     import aiohttp

@@ -1,4 +1,4 @@
-"""The breach sources of a build: reading and checking `sources.toml` (DESIGN §4, contract).
+"""The breach sources of a build: reading and checking `sources.toml` (docs/design.md §4, contract).
 
 `sources.toml` is written by hand by whoever runs the indexer, so every mistake in it
 is reported as one `SourcesError` that names the file, the source and the key at fault
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .dumps import DUMP_FIELDS
+from indexer.build.dumps import DUMP_FIELDS
 
 __all__ = ["DELIMITERS", "MAX_SOURCES", "Source", "SourcesError", "load_sources"]
 
