@@ -6,7 +6,7 @@ PY := $(BIN)/python
 DEMO_RECORDS ?= 1000000
 PORT ?= 8080
 
-.PHONY: install demo serve test lint typecheck audit pytest bench clean
+.PHONY: install demo serve test check lint typecheck audit pytest pytest-fast bench clean
 
 install: $(VENV)/.installed
 
@@ -36,14 +36,21 @@ demo: install var/index/current var/demo-api-key
 	$(BIN)/exposure-serve --index var/index --pepper-file var/pepper.key \
 		--keys-db var/keys.sqlite --host 127.0.0.1 --port $(PORT)
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]): imports run one
+# way (indexer core < index < private < build; service and client on top), no cycles.
 lint: install
 	$(BIN)/ruff check indexer service client tests bench
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy
 
 pytest: install
 	$(PY) -m pytest
+
+# The fast lane: every test but the slow and browser ones, spread over the cores.
+pytest-fast: install
+	$(PY) -m pytest -q -n auto -m "not slow and not browser"
 
 # Security checks of the code (bandit, configured in pyproject.toml) and of the exact
 # dependency versions installed (pip-audit, through tools/audit_dependencies.py). When
@@ -54,6 +61,11 @@ AUDIT_STRICT ?=
 audit: install
 	$(BIN)/bandit -q -c pyproject.toml -r indexer service client
 	$(PY) tools/audit_dependencies.py $(if $(AUDIT_STRICT),--strict,)
+
+# `make check` while working (lint, types and the fast tests, in parallel: about two
+# minutes); `make test` is the whole suite, what CI runs.
+check: install
+	$(MAKE) -j3 --output-sync=target lint typecheck pytest-fast
 
 test: lint typecheck audit pytest
 

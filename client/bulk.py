@@ -47,6 +47,7 @@ from typing import IO, Any, Final, Protocol
 import aiohttp
 import orjson
 
+from indexer import __version__
 from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.records import DATA_CLASSES
 
@@ -525,6 +526,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Check an insurer's member file against the exposure lookup service "
         "(Viamedis/Almerys breach, January 2024).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     check = commands.add_parser(
         "check",

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from indexer import __version__
 from indexer.build.dumps import DumpError
 from indexer.build.local import (
     DEFAULT_ERROR_RATE,
@@ -37,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
             "into keyed fingerprints; no plaintext identifier is ever written."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     synth = commands.add_parser(

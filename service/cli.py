@@ -25,6 +25,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from indexer import __version__
 from indexer.core.fingerprint import (
     PEPPER_ENV,
     Fingerprinter,
@@ -52,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Serve the exposure lookup API and web form, or manage API keys "
         "('exposure-serve keys --help').",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--index", type=Path, default=Path("var/index"), metavar="INDEX_DIR",
                         help="index directory; its 'current' link is followed (default var/index)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
