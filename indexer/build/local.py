@@ -24,19 +24,16 @@ a key, hashlib's floor), this module's loop and numpy ~8%, the shard pass ~5%.
 
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import fcntl
 import gc
-import multiprocessing
 import os
 import shutil
-import signal
 import sys
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor
+from concurrent.futures import Executor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
@@ -48,6 +45,7 @@ import numpy.typing as npt
 from tqdm import tqdm
 
 from indexer.build.dumps import DumpLayout, detect_layout, iter_blocks, parse_block
+from indexer.build.executor import InlineExecutor, bounded_map, worker_pool
 from indexer.build.sources import Source, load_sources
 from indexer.core.fingerprint import FINGERPRINT_ALGORITHM, Fingerprinter
 from indexer.core.records import DATA_CLASSES, record_keys
@@ -118,31 +116,11 @@ class BuildReport:
 # --- pass 1: fingerprint blocks (runs in worker processes) -----------------------------
 
 _fingerprinter: Fingerprinter | None = None
-_PR_SET_PDEATHSIG: Final = 1
 
 
-def _init_worker(pepper: bytes, parent_pid: int | None = None) -> None:
+def _init_worker(pepper: bytes) -> None:
     global _fingerprinter
     _fingerprinter = Fingerprinter(pepper)
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """Have the kernel kill this worker when the builder dies (Linux).
-
-    A pool worker waits for tasks on a pipe whose write end every forked sibling also
-    holds, so it never sees EOF: after a `kill -9` of the builder it would wait
-    forever, an orphan holding memory (seen in practice, and tested). Where prctl does
-    not exist, nothing changes.
-    """
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:  # the builder died before prctl took effect
-        os._exit(1)
 
 
 class BlockSpill(NamedTuple):
@@ -323,28 +301,6 @@ class BuildLocked(Exception):
     """Another build is publishing into the same index directory."""
 
 
-class _InlineExecutor:
-    """`workers=1`: run in this process, same code path, easier to profile."""
-
-
-def _bounded_map(
-    executor: Executor | _InlineExecutor, fn: Callable[..., T], tasks: Iterable[tuple[Any, ...]],
-    window: int,
-) -> Iterator[T]:
-    """Ordered map that keeps at most `window` tasks in flight (bounded memory)."""
-    if isinstance(executor, _InlineExecutor):
-        for task in tasks:
-            yield fn(*task)
-        return
-    pending: deque[Future[T]] = deque()
-    for task in tasks:
-        pending.append(executor.submit(fn, *task))
-        if len(pending) >= window:
-            yield pending.popleft().result()
-    while pending:
-        yield pending.popleft().result()
-
-
 @contextmanager
 def _build_lock(index_dir: Path) -> Iterator[None]:
     """One build at a time per index directory.
@@ -442,22 +398,12 @@ def _build_generation(
     counts = [SourceCounts() for _ in plan.sources]
     workers = options.worker_count()
     with ExitStack() as stack:
-        executor: Executor | _InlineExecutor
-        if workers == 1:
-            _init_worker(pepper)
-            executor = _InlineExecutor()
-        else:
-            executor = stack.enter_context(
-                ProcessPoolExecutor(
-                    workers, mp_context=multiprocessing.get_context("fork"),
-                    initializer=_init_worker, initargs=(pepper, os.getpid()),
-                )
-            )
+        executor = worker_pool(stack, workers, _init_worker, (pepper,))
         _fingerprint_pass(executor, generation, plan.layouts, counts, options, workers)
         phases["fingerprint"], clock = time.monotonic() - clock, time.monotonic()
         shard_results = list(
             _progress(
-                _bounded_map(
+                bounded_map(
                     executor, _build_shard,
                     ((generation, shard, len(plan.sources), options.bloom_error_rate)
                      for shard in range(options.shards)),
@@ -500,7 +446,7 @@ def finish_generation(
 
 
 def _fingerprint_pass(
-    executor: Executor | _InlineExecutor, generation: Path, layouts: Sequence[DumpLayout],
+    executor: Executor | InlineExecutor, generation: Path, layouts: Sequence[DumpLayout],
     counts: list[SourceCounts], options: BuildOptions, workers: int,
 ) -> None:
     total_bytes = sum(layout.path.stat().st_size - layout.data_offset for layout in layouts)
@@ -523,7 +469,7 @@ def _fingerprint_pass(
                  desc="fingerprint", file=sys.stderr)
         )
         spilled: BlockSpill
-        for spilled in _bounded_map(executor, _fingerprint_block, tasks, window=workers * 3):
+        for spilled in bounded_map(executor, _fingerprint_block, tasks, window=workers * 3):
             view = memoryview(spilled.payload)
             offset = 0
             for shard, count in enumerate(spilled.per_shard.tolist()):

@@ -7,22 +7,20 @@ bounded (docs/private-lookups.md). Spill files hold OPRF outputs, never identifi
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
 from indexer.build.dumps import DumpLayout, detect_layout, iter_blocks, parse_block
+from indexer.build.executor import bounded_map, worker_pool
 from indexer.build.sources import load_sources
 from indexer.core.records import record_keys
 from indexer.index.manifest import checksum_file
@@ -43,7 +41,6 @@ from indexer.private.params import (
 
 _SPILL_FILE_BITS: Final = 8
 
-T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------- build
@@ -102,29 +99,6 @@ def _evaluate_block(
     order = np.argsort(files, kind="stable")
     counts = np.bincount(files, minlength=n_files)
     return spill[order].tobytes(), [int(c) for c in counts], rows, len(buckets), len(block)
-
-
-class _Inline:
-    """`workers=1`: evaluate in this process, same code path."""
-
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
-        future: Future[T] = Future()
-        future.set_result(fn(*args))
-        return future
-
-
-def _bounded(
-    executor: ProcessPoolExecutor | _Inline, fn: Callable[..., T],
-    tasks: Iterable[tuple[Any, ...]], window: int,
-) -> Iterator[T]:
-    """Ordered map keeping at most `window` tasks in flight: blocks are 4 MiB each."""
-    pending: list[Future[T]] = []
-    for task in tasks:
-        pending.append(executor.submit(fn, *task))
-        if len(pending) >= window:
-            yield pending.pop(0).result()
-    for future in pending:
-        yield future.result()
 
 
 def build_private(
@@ -204,15 +178,7 @@ def _evaluate_pass(
     total_bytes = sum(layout.path.stat().st_size - layout.data_offset for layout in layouts)
     rows = keys = 0
     with ExitStack() as stack:
-        executor: ProcessPoolExecutor | _Inline
-        if workers == 1:
-            _init_worker(oprf_key)
-            executor = _Inline()
-        else:
-            executor = stack.enter_context(ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork"),
-                initializer=_init_worker, initargs=(oprf_key,),
-            ))
+        executor = worker_pool(stack, workers, _init_worker, (oprf_key,))
         files = [stack.enter_context(path.open("ab")) for path in spills]
         bar = stack.enter_context(tqdm(
             total=total_bytes, disable=not progress, unit="B", unit_scale=True,
@@ -222,7 +188,7 @@ def _evaluate_pass(
         for layout in layouts:
             blocks = iter_blocks(layout, block_size)
             tasks = ((block, layout, spill_bits, output_bytes) for block in blocks)
-            for payload, counts, n_rows, n_keys, size in _bounded(
+            for payload, counts, n_rows, n_keys, size in bounded_map(
                 executor, _evaluate_block, tasks, window=workers * 2
             ):
                 offset = 0
