@@ -82,13 +82,19 @@ def authenticate(request: web.Request, *, required: bool) -> ApiKey | None:
     return key
 
 
+def take_from_key(request: web.Request, key: ApiKey, cost: float) -> float:
+    """Take `cost` units from the key's own bucket (its rate, a minute's worth of burst);
+    the seconds to wait before it could pay, 0 when paid. The one place a key is charged."""
+    return request.app[KEY_LIMITER].take(
+        f"key:{key.id}", cost, rate_per_minute=key.rate_per_minute,
+        burst=max(1, key.rate_per_minute),
+    )
+
+
 def spend(request: web.Request, key: ApiKey | None, cost: float = 1.0) -> None:
     """Spend `cost` units of the caller's limit (the key's, else the address's) or 429."""
     if key is not None:
-        wait = request.app[KEY_LIMITER].take(
-            f"key:{key.id}", cost, rate_per_minute=key.rate_per_minute,
-            burst=key.rate_per_minute,
-        )
+        wait = take_from_key(request, key, cost)
     else:
         limiter = request.app[ANON_LIMITER]
         if limiter.unlimited:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -34,4 +34,3 @@ class Settings:
     index_poll_seconds: float = 2.0
     usage_flush_seconds: float = 5.0
     oprf_key_file: Path | None = None
-    extra: dict[str, str] = field(default_factory=dict)

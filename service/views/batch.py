@@ -27,7 +27,7 @@ from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.identity import IdentityError
 from indexer.core.matchkeys import QueryError, QueryMemo, canonical_keys
 from indexer.index.lookup import Verdict
-from service.access import authenticate
+from service.access import authenticate, take_from_key
 from service.errors import (
     InvalidIdentifiers,
     PayloadTooLarge,
@@ -316,12 +316,10 @@ async def _pace(request: web.Request, key: ApiKey, records: int) -> None:
     Spent in parts no larger than the bucket: a chunk of more records than the key's
     burst could otherwise never be paid for, and the batch would wait forever.
     """
-    limiter = request.app[KEY_LIMITER]
     capacity = max(1, key.rate_per_minute)
     while records > 0:
         part = min(records, capacity)
-        while (wait := limiter.take(f"key:{key.id}", part, rate_per_minute=key.rate_per_minute,
-                                    burst=capacity)) > 0:
+        while (wait := take_from_key(request, key, part)) > 0:
             await asyncio.sleep(min(wait, 5.0))
         records -= part
 
