@@ -1,30 +1,11 @@
 """Private lookups, the client side (docs/design.md §7): check an identity without showing it.
 
-For each match key of a query (the same `parse_query` as the service, so the same
-normalisation), the client computes the public bucket of the canonical input, blinds
-the input with a fresh random scalar, and sends only (bucket, blinded element). The
-service answers with the element times its OPRF key and the bucket's entries, padded
-to a fixed count; the client removes the blind, finalizes, and looks for the first
-`output_bytes` bytes of the result among the entries.
-
-What the answer can say: found or not, and through which key (strong: NIR + date of
-birth; weak: names + date of birth). What it cannot say: which source (breach) holds
-the person, nor which data classes leaked: the private part stores one OPRF output
-per key and nothing else, so that a leaked bucket answer says nothing about anyone.
-A caller who needs the sources uses the plain check.
-
-Privacy of the caller's batch. A person's strong and weak keys land in two unrelated
-buckets; sent side by side they would let someone who still held the plaintext breach
-link the pair of buckets to one record. Each batch is therefore shuffled before it is
-cut into requests, so the items of a request are not in the member file's order.
-
-The transport is injected: `PrivateChecker(params, evaluate)` takes any async callable
-that posts `{"items": [...]}` and returns the decoded JSON answer (tests pass one
-that goes through aiohttp's test client). `HttpPrivateService` is the aiohttp one,
-for the CLI and benchmarks; aiohttp is imported only there.
-
-Never log, print or put into an exception a query, a canonical key, a blind or an
-OPRF output.
+Each key of a query (the same `parse_query` as the service) is bucketed, blinded and
+sent as (bucket, blinded element); the answer is finalized and looked for among the
+bucket's entries. It says found or not and the key's strength, never the source.
+Batches are shuffled so a person's two buckets are not sent side by side. Why, and the
+injected transport: docs/private-lookups.md, "The client side". Never log, print or put
+into an exception a query, a canonical key, a blind or an OPRF output.
 """
 
 from __future__ import annotations

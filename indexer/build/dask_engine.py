@@ -1,48 +1,10 @@
 """The index build on a Dask cluster (`exposure-index build --engine dask`).
 
-The same pipeline as build.py, with the same code at every step, spread over the
-workers of an existing Dask cluster; the shard files it publishes are byte-identical
-to the local engine's for the same dumps, pepper and options:
-
-1. *partition* (client): each dump is cut into record-aligned byte ranges by
-   `iter_blocks`, the very cut of the local engine. The client reads the dumps once,
-   sequentially, to find the record boundaries (quote parity needs everything before
-   a newline) and keeps only the offsets: tasks carry (path, start, end), never rows.
-2. *fingerprint* (workers): a worker reads its own byte range of the dump and calls
-   `fingerprint_block`; the result is the block's spill entries grouped by shard.
-3. *shuffle by shard*: one small task per (block, shard) copies that shard's slice
-   out of the block's result. Dask runs it where the block's result already is, so
-   nothing moves; each shard task then fetches its slice from every block, and every
-   entry crosses the network once.
-4. *shard* (workers): `write_shard` sorts, merges and writes `NNN.fp`, `NNN.meta` and
-   `NNN.bloom` into the partial generation.
-5. *publish* (client): the per-block counts (small) are summed, then `finish_generation`
-   writes the manifest and publishes, inside `publish_build`: the lock, the removal of
-   what killed builds left, the cleanup of a failed build, exactly as the local engine.
-
-Requirements: the dumps and INDEX_DIR on a filesystem that every worker and the
-client mount at the same path (workers read the dumps and write the shard files
-there; the client writes the manifest and switches `current`), and the same version
-of this package on the workers (checked: see `pipeline_digest`).
-
-Memory: the client holds futures and counts, never fingerprints nor rows. Between the
-two passes the cluster holds every spill entry once (10 bytes a key, ~0.7 GB for 33
-million records, spread over the workers; Dask spills to the workers' local disk
-under pressure, and those bytes are keyed fingerprints, as in the local spill files).
-A shard task holds one shard.
-
-The pepper goes to the workers (`WorkerPepper`). That is acceptable because a worker
-is already inside the trust boundary: it reads the plaintext dumps, which are worth
-more than the pepper, so a machine trusted with the build is trusted with both, as the
-single build machine of the local engine is. What it takes in return: the scheduler
-and the workers are dedicated to the build (any client of a scheduler can run code on
-its workers and read their memory), and the cluster uses Dask's own TLS with client
-certificates (`tls://` addresses, `distributed.comm.require-encryption`), so that the
-pepper, which travels inside the task messages from the client through the scheduler
-to the workers, is neither read on the network nor handed to a stranger that joins the
-cluster. The pepper is never a task key, never in a task's repr (Dask logs the repr
-of a failed task), never logged here, and never written to disk: the workers rebuild
-their `Fingerprinter` from it for each block and drop it.
+The local engine's two passes, with the same functions, spread over the workers of an
+existing cluster; the shard files it publishes are byte-identical to the local
+engine's. Tasks carry byte ranges of the dumps, never rows. The pipeline, its memory
+and why the pepper may go to the workers: docs/design.md §4, "The build on a Dask
+cluster". Never put the pepper in a task key, a task's repr, a log or a file.
 """
 
 from __future__ import annotations
