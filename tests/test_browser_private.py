@@ -2,9 +2,9 @@
 
 Debian's headless Chromium runs `static/private.js` and the vendored `noble-oprf.js`,
 served by the real app over a real index with a private part. The tests prove that:
-- the JavaScript OPRF reproduces the RFC 9497 vectors and agrees with indexer/oprf.py,
+- the JavaScript OPRF reproduces the RFC 9497 vectors and agrees with indexer/private/oprf.py,
   and its bucket with `bucket_of`;
-- the JavaScript normalisation agrees with indexer/identity.py and matchkeys.py on the
+- the JavaScript normalisation agrees with indexer/core/{identity,matchkeys}.py on the
   docs/design.md §3 vectors, on every member of the synthetic member file, and on every
   assigned code point for names and every Unicode digit for dates;
 - a private check shows the same found/match as the plain `/v1/check`, while no

@@ -23,7 +23,7 @@ from service.views.form import CSRF_COOKIE, CSRF_FIELD, load_catalogues
 
 CATALOGUES = load_catalogues()
 FR, EN = CATALOGUES["fr"], CATALOGUES["en"]
-# Every error code that indexer/identity.py and indexer/matchkeys.py can raise.
+# Every error code that indexer/core/identity.py and indexer/core/matchkeys.py can raise.
 ERROR_CODES = (
     "required", "invalid_characters", "invalid_length", "invalid_sex_digit", "invalid_format",
     "invalid_month", "invalid_checksum", "two_digit_year", "invalid_date", "out_of_range",

@@ -510,7 +510,7 @@ def _manifest(
         "bloom": {
             "library": "pybloom-live",
             "error_rate": options.bloom_error_rate,
-            "hashing": "double hashing of the fingerprint (see indexer/bloom.py)",
+            "hashing": "double hashing of the fingerprint (see indexer/index/bloom.py)",
         },
         "data_classes": list(DATA_CLASSES),
         "sources": [
