@@ -1,0 +1,431 @@
+#!/usr/bin/env python3
+"""`make container-test`: build deploy/Dockerfile with podman and run the image as documented.
+
+What deploy/README.md says an operator does, on this machine, with nothing installed by
+hand: Debian bookworm bases made with debootstrap (deploy/ci/base-image.sh), the image
+built with `podman build --runtime runc --network host`, then run non-root, with a
+read-only root, /tmp a noexec tmpfs, every capability dropped, the index mounted
+read-only and the pepper and OPRF key as secret files. Through the container:
+/readyz, a strong, a weak and a similar check, /v1/private/params (libsodium in use with
+a noexec /tmp), a bulk CSV through the image's own exposure-client, the HEALTHCHECK, and
+a SIGTERM that drains a bulk request in flight and exits 0. Prints the time of each step,
+the image size and the start-up time.
+
+Standard library only (it runs before any virtualenv exists); needs root and podman
+(deploy/ci/install-tools.sh). Exit 0 when every check passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import http.client
+import json
+import os
+import resource
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "localhost/exposure-lookup:ci"
+UID = 10001  # the image's user (deploy/Dockerfile)
+RECORDS = 20_000  # the synthetic breach: big enough for every match level, built in seconds
+# ristretto255's group order: an OPRF key is a canonical non-zero scalar below it.
+GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
+STEP_TIMES: list[tuple[str, float]] = []
+
+
+class CheckFailed(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def step(name: str) -> Iterator[None]:
+    print(f"container-test: {name} ...", flush=True)
+    began = time.monotonic()
+    yield
+    elapsed = time.monotonic() - began
+    STEP_TIMES.append((name, elapsed))
+    print(f"container-test: {name}: {elapsed:.1f} s", flush=True)
+
+
+def check(condition: bool, what: str) -> None:
+    if not condition:
+        raise CheckFailed(what)
+
+
+def run(*command: str, capture: bool = True, check_status: bool = True,
+        **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(command, text=True, capture_output=capture, **kwargs)
+    if check_status and result.returncode != 0:
+        detail = (result.stderr or result.stdout or "").strip()[-2000:] if capture else ""
+        raise CheckFailed(f"{' '.join(command[:4])} ... exited {result.returncode}\n{detail}")
+    return result
+
+
+def ulimits() -> list[str]:
+    """Explicit limits: podman's defaults (nofile 1048576) exceed this host's hard limit,
+    and runc then refuses to start the container."""
+    nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    nproc = min(4096, resource.getrlimit(resource.RLIMIT_NPROC)[1])
+    return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
+
+
+# Options of every container: what deploy/README.md documents for a production run.
+def hardened() -> list[str]:
+    return [
+        "--runtime", "runc", *ulimits(),
+        "--user", f"{UID}:{UID}",
+        "--read-only",
+        "--tmpfs", "/tmp:rw,noexec,nosuid,nodev,size=16m,mode=1777",
+        "--cap-drop", "ALL",
+        "--security-opt", "no-new-privileges",
+    ]
+
+
+# ----------------------------------------------------------------------------- pip setup
+
+
+def pip_settings() -> tuple[str, str | None]:
+    """The build machine's pip configuration as one pip.conf for the build, and its CA
+    bundle. Paths that exist only on this machine (file:// indexes, find-links) are
+    left out: the build reaches the registry the way this machine's pip does."""
+    listing = run(sys.executable, "-m", "pip", "config", "list", check_status=False).stdout
+    settings: dict[str, str] = {}
+    for line in listing.splitlines():
+        if "=" not in line:
+            continue
+        key, value = line.split("=", 1)
+        key = key.split(".", 1)[1] if "." in key else key
+        settings[key] = value.strip().strip("'\"")
+    for name, value in os.environ.items():  # the environment wins, as for pip itself
+        if name.startswith("PIP_") and name not in ("PIP_CONFIG_FILE",):
+            settings[name[4:].lower().replace("_", "-")] = value
+    ca = settings.pop("cert", None) or os.environ.get("SSL_CERT_FILE")
+    keep = ("index-url", "extra-index-url", "trusted-host", "timeout", "default-timeout",
+            "retries", "proxy")
+    lines = ["[global]"]
+    for key in keep:
+        value = settings.get(key)
+        if not value:
+            continue
+        values = [v for v in value.split() if not v.startswith("file:")]
+        if values:
+            lines.append(f"{key} = {' '.join(values)}")
+    if ca:
+        lines.append("cert = /run/secrets/pip_ca")
+    return "\n".join(lines) + "\n", ca if ca and Path(ca).is_file() else None
+
+
+# ----------------------------------------------------------------------------- HTTP
+
+
+def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+         timeout: float = 10) -> tuple[int, dict[str, Any] | str]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, method=method, headers={
+        **({"Content-Type": "application/json"} if data else {}), **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as answer:
+            status, text = answer.status, answer.read().decode()
+    except urllib.error.HTTPError as exc:
+        status, text = exc.code, exc.read().decode()
+    try:
+        return status, json.loads(text)
+    except ValueError:
+        return status, text
+
+
+def wait_ready(url: str, timeout: float, container: str) -> float:
+    began = time.monotonic()
+    while time.monotonic() - began < timeout:
+        with contextlib.suppress(OSError, http.client.HTTPException):
+            status, _ = http("GET", url + "/readyz", timeout=1)
+            if status == 200:
+                return time.monotonic() - began
+        state = run("podman", "inspect", "--format", "{{.State.Status}}", container).stdout
+        if state.strip() not in ("running", "created", "configured"):
+            logs = run("podman", "logs", container, check_status=False)
+            raise CheckFailed(f"the container stopped ({state.strip()}):\n"
+                              f"{(logs.stdout + logs.stderr)[-3000:]}")
+        time.sleep(0.1)
+    raise CheckFailed(f"/readyz not 200 after {timeout:.0f} s")
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def members_by_level(data: Path) -> dict[str, dict[str, str]]:
+    """One member row per expected level (strong, weak) from the synthetic ground truth."""
+    with (data / "members-expected.csv").open(encoding="utf-8") as stream:
+        expected = {row["ref"]: row for row in csv.DictReader(stream)}
+    chosen: dict[str, dict[str, str]] = {}
+    with (data / "members.csv").open(encoding="utf-8") as stream:
+        for row in csv.DictReader(stream):
+            level = expected[row["ref"]]["match"]
+            if level in ("strong", "weak") and level not in chosen:
+                chosen[level] = row
+    check(set(chosen) == {"strong", "weak"}, f"ground truth lacks a level: {sorted(chosen)}")
+    return chosen
+
+
+def similar_query(weak_member: dict[str, str]) -> dict[str, str]:
+    """The weak member with one letter of the last name changed (DESIGN §3: one edit)."""
+    last = weak_member["last_name"]
+    position = next(i for i, c in enumerate(last) if c.isalpha())
+    replacement = "Z" if last[position].upper() != "Z" else "Y"
+    return {"last_name": last[:position] + replacement + last[position + 1:],
+            "first_name": weak_member["first_name"], "birth_date": weak_member["birth_date"]}
+
+
+def lookups(url: str, data: Path) -> None:
+    members = members_by_level(data)
+    strong = {k: members["strong"][k] for k in ("nir", "birth_date")}
+    status, answer = http("POST", url + "/v1/check", strong)
+    check(status == 200 and isinstance(answer, dict) and answer.get("match") == "strong",
+          f"strong check: {status} {answer}")
+    weak = {k: members["weak"][k] for k in ("last_name", "first_name", "birth_date")}
+    status, answer = http("POST", url + "/v1/check", weak)
+    check(status == 200 and isinstance(answer, dict) and answer.get("match") == "weak",
+          f"weak check: {status} {answer}")
+    status, answer = http("POST", url + "/v1/check", similar_query(members["weak"]))
+    check(status == 200 and isinstance(answer, dict), f"similar check: {status} {answer}")
+    assert isinstance(answer, dict)
+    # `similar` is the third level (DESIGN §3); an image that predates it answers
+    # found=false, which this test reports rather than hides.
+    print(f"container-test:   similar check answered match={answer.get('match')!r}")
+    status, answer = http("POST", url + "/v1/check", {"nir": "295109912611199",
+                                                      "birth_date": "1995-10-01"})
+    check(status == 422, f"invalid NIR: expected 422, got {status}")
+    status, params = http("GET", url + "/v1/private/params")
+    check(status == 200 and isinstance(params, dict)
+          and params.get("suite") == "ristretto255-SHA512",
+          f"/v1/private/params (libsodium under a noexec /tmp): {status} {params}")
+
+
+def bulk_through_client(url: str, data: Path, secrets_dir: Path, out: Path) -> None:
+    """The image's own exposure-client, from another container, on the members file."""
+    run("podman", "run", "--rm", *hardened(), "--network", "host",
+        "--entrypoint", "exposure-client",
+        "-v", f"{data}:/data:ro", "-v", f"{out}:/out",
+        "-v", f"{secrets_dir / 'api.key'}:/run/secrets/api_key:ro",
+        IMAGE, "check", "/data/members.csv", "--url", url, "--out", "/out/results.csv",
+        "--api-key-file", "/run/secrets/api_key")
+    with (data / "members-expected.csv").open(encoding="utf-8") as stream:
+        expected = {row["ref"]: row for row in csv.DictReader(stream)}
+    with (out / "results.csv").open(encoding="utf-8") as stream:
+        results = list(csv.DictReader(stream))
+    check(len(results) == len(expected), f"results: {len(results)} rows for {len(expected)}")
+    missed = [r["ref"] for r in results
+              if expected[r["ref"]]["match"] in ("strong", "weak") and r["found"] != "true"]
+    wrong = [r["ref"] for r in results if expected[r["ref"]]["in_breach"] == "false"
+             and r["match"] in ("strong", "weak")]
+    check(not missed, f"bulk: {len(missed)} members of the breach not found")
+    check(not wrong, f"bulk: {len(wrong)} members outside the breach found on a strong/weak key")
+    print(f"container-test:   bulk: {len(results)} members checked, "
+          f"{sum(r['found'] == 'true' for r in results)} found")
+
+
+def healthcheck(container: str) -> None:
+    result = run("podman", "healthcheck", "run", container, check_status=False)
+    check(result.returncode == 0, f"HEALTHCHECK: exit {result.returncode} {result.stdout}"
+          f"{result.stderr}")
+    status = run("podman", "inspect", "--format", "{{.State.Health.Status}}",
+                 container).stdout.strip()
+    check(status == "healthy", f"HEALTHCHECK status {status!r}")
+
+
+def slow_bulk(host: str, port: int, token: str, lines: list[str], seconds: float,
+              outcome: dict[str, Any]) -> None:
+    """A bulk request whose body trickles in over `seconds`, as a slow insurer's would."""
+    def body() -> Iterator[bytes]:
+        yield (lines[0] + "\n").encode()
+        for line in lines[1:]:
+            time.sleep(seconds / len(lines))
+            yield (line + "\n").encode()
+    connection = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        connection.request("POST", "/v1/check/batch", body=body(), encode_chunked=True,
+                           headers={"Content-Type": "text/csv",
+                                    "Authorization": f"Bearer {token}"})
+        answer = connection.getresponse()
+        outcome["status"] = answer.status
+        outcome["lines"] = answer.read().decode().splitlines()
+    except (OSError, http.client.HTTPException) as exc:
+        outcome["error"] = repr(exc)
+    finally:
+        connection.close()
+
+
+def drain_on_sigterm(container: str, port: int, token: str, data: Path) -> None:
+    with (data / "members.csv").open(encoding="utf-8") as stream:
+        lines = stream.read().splitlines()[:201]
+    outcome: dict[str, Any] = {}
+    client = threading.Thread(target=slow_bulk,
+                              args=("127.0.0.1", port, token, lines, 3.0, outcome))
+    client.start()
+    time.sleep(1.0)  # the request is in flight, its body still arriving
+    run("podman", "kill", "--signal", "TERM", container)
+    client.join(60)
+    exit_code = run("podman", "wait", container).stdout.strip()
+    check(outcome.get("status") == 200, f"bulk in flight during SIGTERM: {outcome}")
+    answers = outcome["lines"]
+    check(len(answers) == len(lines) and '"summary"' in answers[-1],
+          f"bulk in flight during SIGTERM: {len(answers)} lines for {len(lines) - 1} + summary")
+    check(exit_code == "0", f"exit code after SIGTERM: {exit_code}")
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description="Build deploy/Dockerfile with podman and check the image as deploy/"
+        "README.md runs it (make container-test). Needs root and podman, runc, "
+        "debootstrap (deploy/ci/install-tools.sh installs them).")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the work directory and the last container for inspection")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("container-test: run as root (rootful podman, debootstrap)", file=sys.stderr)
+        return 2
+    work = Path(tempfile.mkdtemp(prefix="exposure-container-test-", dir="/var/tmp"))
+    name = f"exposure-ct-{os.getpid()}"
+    try:
+        return _main(work, name)
+    except CheckFailed as exc:
+        print(f"container-test: FAILED: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if not args.keep:
+            run("podman", "rm", "-f", "-t", "0", name, check_status=False)
+            shutil.rmtree(work, ignore_errors=True)
+        _summary()
+
+
+def _summary() -> None:
+    print("container-test: step times")
+    for name, seconds in STEP_TIMES:
+        print(f"  {seconds:7.1f} s  {name}")
+    print(f"  {sum(s for _, s in STEP_TIMES):7.1f} s  total")
+
+
+def _main(work: Path, name: str) -> int:
+    with step("base images (debootstrap, cached by recipe)"):
+        bases = run(str(ROOT / "deploy/ci/base-image.sh"), capture=False,
+                    stdout=subprocess.PIPE).stdout.split()
+        check(len(bases) == 2, f"base-image.sh printed {bases}")
+        build_base, runtime_base = bases
+
+    with step("podman build"):
+        pip_conf, ca = pip_settings()
+        (work / "pip.conf").write_text(pip_conf)
+        secrets_args = ["--secret", f"id=pip_conf,src={work / 'pip.conf'}"]
+        if ca:
+            secrets_args += ["--secret", f"id=pip_ca,src={ca}"]
+        run("podman", "build", "--runtime", "runc", "--network", "host", "--format", "docker",
+            *ulimits(), "-f", "deploy/Dockerfile",
+            "--ignorefile", "deploy/Dockerfile.dockerignore",
+            "--build-arg", f"PYTHON_IMAGE={build_base}",
+            "--build-arg", f"RUNTIME_IMAGE={runtime_base}",
+            *secrets_args, "-t", IMAGE, ".", cwd=ROOT)
+        size = int(run("podman", "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
+        print(f"container-test:   image size: {size / 1e6:.0f} MB")
+
+    with step("no installer in the runtime image"):
+        probe = ("import importlib.util, pathlib, sys; "
+                 "found = [m for m in ('pip', 'setuptools') if importlib.util.find_spec(m)]; "
+                 "found += [str(p) for p in pathlib.Path('/usr').rglob('*.whl')]; "
+                 "found += [str(p) for p in pathlib.Path('/opt/exposure').rglob('pip')]; "
+                 "print(' '.join(found)); sys.exit(1 if found else 0)")
+        result = run("podman", "run", "--rm", *hardened(), "--network", "none",
+                     "--entrypoint", "python3", IMAGE, "-c", probe, check_status=False)
+        check(result.returncode == 0, f"pip or setuptools in the image: {result.stdout}")
+
+    data, index, keys, out, secrets_dir = (work / d for d in
+                                           ("data", "index", "keys", "out", "secrets"))
+    for directory in (data, index, keys, out, secrets_dir):
+        directory.mkdir(mode=0o700)
+        os.chown(directory, UID, UID)
+    (secrets_dir / "pepper").write_bytes(secrets.token_bytes(32))
+    scalar = secrets.randbelow(GROUP_ORDER - 1) + 1
+    (secrets_dir / "oprf.key").write_bytes(scalar.to_bytes(32, "little"))
+    for secret in secrets_dir.iterdir():
+        os.chown(secret, UID, UID)
+        secret.chmod(0o400)
+    secret_mounts = [
+        "-v", f"{secrets_dir / 'pepper'}:/run/secrets/exposure_pepper:ro",
+        "-v", f"{secrets_dir / 'oprf.key'}:/run/secrets/exposure_oprf_key:ro",
+        "-e", "EXPOSURE_OPRF_KEY_FILE=/run/secrets/exposure_oprf_key",
+    ]
+
+    with step(f"synthetic breach ({RECORDS:,} records) and index build, in the image"):
+        run("podman", "run", "--rm", *hardened(), "--network", "none",
+            "--entrypoint", "exposure-index", "-v", f"{data}:/data", IMAGE,
+            "synth", "--out", "/data", "--records", str(RECORDS))
+        run("podman", "run", "--rm", *hardened(), "--network", "none", *secret_mounts,
+            "--entrypoint", "exposure-index", "-v", f"{data}:/data:ro",
+            "-v", f"{index}:/var/lib/exposure/index", IMAGE,
+            "build", "/data/sources.toml", "--out", "/var/lib/exposure/index", "--private")
+        key = run("podman", "run", "--rm", *hardened(), "--network", "none",
+                  "-v", f"{keys}:/var/lib/exposure/keys", IMAGE,
+                  "keys", "create", "CI insurer").stdout.strip().splitlines()[-1]
+        check(key.startswith("exk_"), "keys create printed no key")
+        (secrets_dir / "api.key").write_text(key + "\n")
+        os.chown(secrets_dir / "api.key", UID, UID)
+        (secrets_dir / "api.key").chmod(0o400)
+
+    with step("start-up (podman run to /readyz 200)"):
+        began = time.monotonic()
+        run("podman", "run", "-d", "--name", name, *hardened(),
+            "-p", "127.0.0.1::8080", *secret_mounts,
+            "-v", f"{index}:/var/lib/exposure/index:ro",
+            "-v", f"{keys}:/var/lib/exposure/keys", IMAGE)
+        port = int(run("podman", "port", name, "8080").stdout.strip().rsplit(":", 1)[1])
+        url = f"http://127.0.0.1:{port}"
+        wait_ready(url, 60, name)
+        startup = time.monotonic() - began
+        print(f"container-test:   start-up time: {startup:.2f} s")
+        mounts = run("podman", "exec", name, "cat", "/proc/mounts").stdout
+        tmp = next(line for line in mounts.splitlines() if line.split()[1] == "/tmp")
+        check("noexec" in tmp.split()[3], f"/tmp is not noexec: {tmp}")
+        root = next(line for line in mounts.splitlines() if line.split()[1] == "/")
+        check(root.split()[3].startswith("ro"), f"root not read-only: {root}")
+        status = run("podman", "exec", name, "cat", "/proc/1/status").stdout
+        caps = {line.split(":")[0]: line.split()[1] for line in status.splitlines()
+                if line.startswith("Cap")}
+        check(caps["CapEff"] == "0000000000000000" and caps["CapBnd"] == "0000000000000000",
+              f"capabilities left: {caps}")
+        uid = next(line for line in status.splitlines() if line.startswith("Uid:")).split()[1]
+        check(uid == str(UID), f"runs as uid {uid}")
+
+    with step("lookups through the container"):
+        lookups(url, data)
+
+    with step("bulk CSV through the image's exposure-client"):
+        bulk_through_client(url, data, secrets_dir, out)
+
+    with step("HEALTHCHECK"):
+        healthcheck(name)
+
+    with step("SIGTERM drains a bulk request in flight, exit 0"):
+        drain_on_sigterm(name, port, (secrets_dir / "api.key").read_text().strip(), data)
+
+    print(f"container-test: OK (image {size / 1e6:.0f} MB, start-up {startup:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    os.chdir(ROOT)
+    sys.exit(main())
