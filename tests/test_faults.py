@@ -196,7 +196,7 @@ def small_tmpfs(path: Path, size: str) -> Iterator[None]:
 
 # `exposure-index` under a limit on the size of any file it writes (RLIMIT_FSIZE): a
 # write past it fails with EFBIG, as a full disk fails with ENOSPC. The limit is set
-# once the program is imported: rbcl writes a 2.7 MB copy of libsodium at import.
+# once the program is imported, as a service's would be.
 SIZE_LIMITED_INDEX = """
 import resource, signal, sys
 import indexer.cli

@@ -10,11 +10,10 @@ import hashlib
 import os
 
 import pytest
-import rbcl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from indexer.private import oprf
+from indexer.private import oprf, ristretto
 
 # RFC 9497, Appendix A.1.1: OPRF(ristretto255, SHA-512), mode OPRF (0x00).
 # This mode publishes two vectors, both of batch size 1; the batch-size-2 vectors of
@@ -158,7 +157,7 @@ def scalar(value: int) -> bytes:
 
 
 def random_element() -> bytes:
-    return bytes(rbcl.crypto_core_ristretto255_from_hash(os.urandom(64)))
+    return ristretto.from_hash(os.urandom(64))
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +172,7 @@ def test_derive_key_pair_matches_rfc9497_a11() -> None:
     sk_s, pk_s = oprf.derive_key_pair(RFC9497_SEED, RFC9497_KEY_INFO)
     assert sk_s == RFC9497_SKSM
     # Mode 0 publishes no pkSm; check pkS = skS * G through libsodium directly.
-    assert pk_s == bytes(rbcl.crypto_scalarmult_ristretto255_base(RFC9497_SKSM))
+    assert pk_s == ristretto.scalarmult_base(RFC9497_SKSM)
 
 
 @pytest.mark.parametrize(
@@ -313,7 +312,7 @@ def test_key_id_is_a_short_stable_tag_of_the_public_key(sk: bytes) -> None:
 
 
 def test_public_key_is_sk_times_generator(sk: bytes) -> None:
-    assert oprf.public_key(sk) == bytes(rbcl.crypto_scalarmult_ristretto255_base(sk))
+    assert oprf.public_key(sk) == ristretto.scalarmult_base(sk)
 
 
 def test_derive_key_pair_refuses_short_seed() -> None:
@@ -354,7 +353,7 @@ def test_blind_evaluate_refuses_random_non_encodings(sk: bytes) -> None:
     refused = 0
     while refused < 50:
         candidate = os.urandom(32)
-        if rbcl.crypto_core_ristretto255_is_valid_point(candidate):
+        if ristretto.is_valid_point(candidate):
             continue
         with pytest.raises(oprf.OprfError) as info:
             oprf.blind_evaluate(sk, candidate)
@@ -403,7 +402,7 @@ def test_inputs_longer_than_the_rfc_allows_are_refused(sk: bytes) -> None:
         st.binary(min_size=32, max_size=32),
         # Valid elements too, so the success branch is exercised, not just refusals.
         st.binary(min_size=64, max_size=64).map(
-            lambda h: bytes(rbcl.crypto_core_ristretto255_from_hash(h))
+            ristretto.from_hash
         ),
     )
 )
@@ -415,7 +414,7 @@ def test_blind_evaluate_returns_32_bytes_or_raises_oprf_error(sk: bytes, candida
     else:
         assert isinstance(evaluated, bytes)
         assert len(evaluated) == 32
-        assert rbcl.crypto_core_ristretto255_is_valid_point(evaluated)
+        assert ristretto.is_valid_point(evaluated)
 
 
 def test_decode_element_hex(sk: bytes) -> None:

@@ -54,7 +54,7 @@ from indexer.index.generation import new_partial_generation, publish, remove_par
 from indexer.index.manifest import FORMAT, checksum_bytes, write_manifest
 from indexer.index.shards import shard_of
 
-if TYPE_CHECKING:  # the OPRF stack (rbcl loads libsodium) only when --private is used
+if TYPE_CHECKING:  # the OPRF stack (ctypes loads libsodium) only when --private is used
     from indexer.build.private import PrivateBuild
 
 __all__ = ["BuildLocked", "BuildOptions", "BuildReport", "build_index"]

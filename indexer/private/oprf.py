@@ -11,7 +11,8 @@ a few thousand candidate entries instead of the whole index.
 
 Everything follows RFC 9497 (OPRF) and RFC 9380 (expand_message_xmd) to the byte, so
 that any conforming client library gets the same outputs; the group arithmetic is
-libsodium's ristretto255 through `rbcl`, which is constant-time where secrets are used.
+libsodium's ristretto255 (the system's library, loaded in place: `ristretto`), which is
+constant-time where secrets are used.
 
 This module is pure: no I/O, no logging, no global state. It must never log, print or
 put into an exception message an input, a blind, an output or a key: the inputs are
@@ -21,18 +22,10 @@ Errors carry only a fixed code and a fixed message.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import sys
 from enum import StrEnum
 
-import rbcl
-
-# rbcl writes its copy of libsodium to a fresh temporary file at every import and never
-# removes it (2.7 MB each time). Once loaded, the library is mapped: the file can go.
-with contextlib.suppress(OSError, AttributeError, KeyError):
-    os.unlink(sys.modules["rbcl._sodium"].lib_path)
+from . import ristretto
 
 __all__ = [
     "CONTEXT_STRING",
@@ -146,15 +139,13 @@ def expand_message_xmd(msg: bytes, dst: bytes, len_in_bytes: int) -> bytes:
 def _hash_to_group(msg: bytes) -> bytes:
     # RFC 9497 §4.1: hash_to_ristretto255 (RFC 9380 App. B) = 64 uniform bytes through
     # the RFC 9496 one-way map, which is exactly libsodium's ristretto255_from_hash.
-    return bytes(
-        rbcl.crypto_core_ristretto255_from_hash(expand_message_xmd(msg, _HASH_TO_GROUP_DST, 64))
-    )
+    return ristretto.from_hash(expand_message_xmd(msg, _HASH_TO_GROUP_DST, 64))
 
 
 def _hash_to_scalar(msg: bytes, dst: bytes) -> bytes:
     # RFC 9497 §4.1: 64 uniform bytes read little-endian and reduced mod the order;
     # 512 bits make the bias of the reduction negligible.
-    return bytes(rbcl.crypto_core_ristretto255_scalar_reduce(expand_message_xmd(msg, dst, 64)))
+    return ristretto.scalar_reduce(expand_message_xmd(msg, dst, 64))
 
 
 def _as_bytes(value: object, code: OprfErrorCode, length: int | None = None) -> bytes:
@@ -181,9 +172,9 @@ def _check_element(raw: object) -> bytes:
     # RFC 9497 DeserializeElement: the canonical RFC 9496 encoding of a group element,
     # and not the identity (sk * identity is the identity whatever the key, so it is
     # never a real blinded input). libsodium's is_valid_point checks canonicity but,
-    # despite rbcl's docstring, accepts the all-zero identity: hence the second test.
+    # accepts the all-zero identity: hence the second test.
     element = _as_bytes(raw, OprfErrorCode.INVALID_POINT, ELEMENT_BYTES)
-    if element == _IDENTITY or not rbcl.crypto_core_ristretto255_is_valid_point(element):
+    if element == _IDENTITY or not ristretto.is_valid_point(element):
         raise OprfError(OprfErrorCode.INVALID_POINT)
     return element
 
@@ -210,8 +201,8 @@ def _scalar_mult(scalar: bytes, element: bytes) -> bytes:
     # which a non-zero scalar times a non-identity element of a prime-order group
     # cannot be; the check stays so that a bug surfaces as OprfError, not RuntimeError.
     try:
-        return bytes(rbcl.crypto_scalarmult_ristretto255(scalar, element))
-    except RuntimeError as exc:
+        return ristretto.scalarmult(scalar, element)
+    except ValueError as exc:
         raise OprfError(OprfErrorCode.INVALID_POINT) from exc
 
 
@@ -247,7 +238,7 @@ def generate_private_key() -> bytes:
     """A fresh random secret key: a uniformly random non-zero scalar (32 bytes)."""
     while True:
         # libsodium already excludes zero; the loop keeps that a local guarantee.
-        sk = bytes(rbcl.crypto_core_ristretto255_scalar_random())
+        sk = ristretto.scalar_random()
         if sk != bytes(SCALAR_BYTES):
             return sk
 
@@ -259,7 +250,7 @@ def load_private_key(raw: bytes) -> bytes:
 
 def public_key(sk: bytes) -> bytes:
     """pkS = sk * G, the public half of the key."""
-    return bytes(rbcl.crypto_scalarmult_ristretto255_base(_check_scalar(sk)))
+    return ristretto.scalarmult_base(_check_scalar(sk))
 
 
 def key_id(sk: bytes) -> str:
@@ -293,7 +284,7 @@ def blind_evaluate(sk: bytes, blinded_element: bytes) -> bytes:
 def finalize(input: bytes, blind: bytes, evaluated_element: bytes) -> bytes:
     """Client side: unblind the server's answer and hash it into the 64-byte output."""
     data = _check_input(input)
-    inverse = bytes(rbcl.crypto_core_ristretto255_scalar_invert(_check_scalar(blind)))
+    inverse = ristretto.scalar_invert(_check_scalar(blind))
     unblinded = _scalar_mult(inverse, _check_element(evaluated_element))
     return _finalize_hash(data, unblinded)
 
