@@ -19,9 +19,10 @@ from aiohttp import web
 from indexer.core.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
 from service.errors import NotReady
 from service.middleware import make_middleware, on_prepare
-from service.resources.apikeys import KeyStore
+from service.resources.apikeys import KeyStoreError
 from service.resources.index_holder import IndexHolder
 from service.resources.inflight import InFlight
+from service.resources.keystore import open_key_store
 from service.resources.logs import flush_logs
 from service.resources.metrics import Metrics
 from service.resources.private import EVALUATE_THREADS, PrivateLookups, oprf_key
@@ -61,7 +62,8 @@ async def _index_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = KeyStore(settings.keys_db)
+    store = await asyncio.get_running_loop().run_in_executor(
+        None, open_key_store, settings.keys_db)
     app[KEYS] = store
     loop = asyncio.get_running_loop()
 
@@ -74,7 +76,7 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
             rows = store.take_usage()
             try:
                 await loop.run_in_executor(None, store.write_usage, rows)
-            except sqlite3.Error:
+            except (sqlite3.Error, KeyStoreError):
                 log.exception("usage not written; retrying at the next flush")
                 store.put_back_usage(rows)
 

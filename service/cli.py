@@ -1,12 +1,13 @@
 """`exposure-serve`: run the service, or manage API keys (docs/design.md §5, contract).
 
     exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
-                   [--keys-db PATH] [--anon-rate PER_MIN] [--anon-burst N]
+                   [--keys-db PATH|URL] [--anon-rate PER_MIN] [--anon-burst N]
                    [--max-batch-bytes N] [--trusted-proxy CIDR ...]
                    [--keepalive-timeout SECONDS] [--body-timeout SECONDS]
     exposure-serve keys create NAME [--rate RECORDS_PER_MIN]
     exposure-serve keys list
     exposure-serve keys revoke ID
+    exposure-serve keys migrate
 
 With --workers N the parent reserves the port and forks N workers, each listening on
 its own socket bound to it (SO_REUSEPORT: the kernel spreads connections evenly over
@@ -36,7 +37,8 @@ from indexer.core.fingerprint import (
 from indexer.index.generation import IndexNotFound, current_generation
 from indexer.index.reader import IndexError_, IndexReader, KeyMismatch
 from service.resources import private
-from service.resources.apikeys import DEFAULT_KEY_RATE, KeyStore, KeyStoreError
+from service.resources.apikeys import DEFAULT_KEY_RATE, KeyStoreError
+from service.resources.keystore import KeysLocation, is_postgres_url, open_key_store
 from service.resources.logs import configure_logging
 from service.settings import Settings
 from service.supervisor import bind_socket, run_worker, supervise
@@ -62,8 +64,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="worker processes sharing the index (default 1)")
     parser.add_argument("--pepper-file", type=Path, metavar="F",
                         help=f"the build's pepper (default: ${PEPPER_ENV})")
-    parser.add_argument("--keys-db", type=Path, metavar="PATH",
-                        help=f"API key database (default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
+    parser.add_argument("--keys-db", metavar="PATH|URL",
+                        help="API key store: an SQLite file, or a postgresql:// URL for "
+                        "replicas on several hosts "
+                        f"(default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
     parser.add_argument("--anon-rate", type=float, default=30.0, metavar="PER_MIN",
                         help="anonymous lookups per minute per address (0 = unlimited; default 30)")
     parser.add_argument("--anon-burst", type=int, default=10, metavar="N",
@@ -87,8 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     db = argparse.ArgumentParser(add_help=False)
-    db.add_argument("--keys-db", type=Path, metavar="PATH", default=argparse.SUPPRESS,
-                    help=f"API key database (default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
+    db.add_argument("--keys-db", metavar="PATH|URL", default=argparse.SUPPRESS,
+                    help="API key store: an SQLite file, or a postgresql:// URL for "
+                    f"replicas on several hosts (default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
     keys = commands.add_parser("keys", help="create, list or revoke API keys", parents=[db],
                                description="Manage the API keys of bulk callers.")
     actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -102,13 +107,15 @@ def _parser() -> argparse.ArgumentParser:
     revoke = actions.add_parser("revoke", help="revoke a key by id; effective at once",
                                 parents=[db])
     revoke.add_argument("id", type=int, metavar="ID")
+    actions.add_parser("migrate", help="create or update the key store's schema",
+                       parents=[db], description="Create the key store's tables, or bring "
+                       "them to this version's schema (the service also does it at start).")
     return parser
 
 
-def _keys_db(args: argparse.Namespace) -> Path:
-    if args.keys_db is not None:
-        return Path(args.keys_db)
-    return Path(os.environ.get(KEYS_DB_ENV) or DEFAULT_KEYS_DB)
+def _keys_db(args: argparse.Namespace) -> KeysLocation:
+    location = args.keys_db or os.environ.get(KEYS_DB_ENV) or str(DEFAULT_KEYS_DB)
+    return location if is_postgres_url(location) else Path(location)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,9 +131,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    store = KeyStore(_keys_db(args))
+    store = open_key_store(_keys_db(args), watch=False)
     try:
-        if args.action == "create":
+        if args.action == "migrate":
+            print(f"key store schema at version {store.migrate()}")
+        elif args.action == "create":
             key, token = store.create(args.name, args.rate)
             print(token)
             print(f"key {key.id} for {key.name!r}, {key.rate_per_minute:,} records/min. "
@@ -177,7 +186,7 @@ def _precheck(settings: Settings) -> None:
             raise
         print(f"exposure-serve: warning: {exc}; not ready until an index is published",
               file=sys.stderr)
-    KeyStore(settings.keys_db).close()
+    open_key_store(settings.keys_db, watch=False).close()
     private.precheck(settings)
 
 

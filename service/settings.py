@@ -13,7 +13,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 class Settings:
     index_dir: Path = Path("var/index")
     pepper_file: Path | None = None  # None: $EXPOSURE_PEPPER_FILE
-    keys_db: Path = Path("var/keys.sqlite")
+    keys_db: Path | str = Path("var/keys.sqlite")  # an SQLite path or a postgresql:// URL
     anon_rate: float = 30.0  # lookups per minute per client address; 0 = unlimited
     anon_burst: int = 10
     trusted_proxies: tuple[Network, ...] = ()

@@ -131,7 +131,7 @@ def pip_settings() -> tuple[str, str | None]:
 # ----------------------------------------------------------------------------- HTTP
 
 
-def http(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
+def call(method: str, url: str, body: Any = None, headers: dict[str, str] | None = None,
          timeout: float = 10) -> tuple[int, dict[str, Any] | str]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data=data, method=method, headers={
@@ -151,7 +151,7 @@ def wait_ready(url: str, timeout: float, container: str) -> float:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
         with contextlib.suppress(OSError, http.client.HTTPException):
-            status, _ = http("GET", url + "/readyz", timeout=1)
+            status, _ = call("GET", url + "/readyz", timeout=1)
             if status == 200:
                 return time.monotonic() - began
         state = run("podman", "inspect", "--format", "{{.State.Status}}", container).stdout
@@ -172,7 +172,7 @@ def members_by_level(data: Path) -> dict[str, dict[str, str]]:
         expected = {row["ref"]: row for row in csv.DictReader(stream)}
     chosen: dict[str, dict[str, str]] = {}
     with (data / "members.csv").open(encoding="utf-8") as stream:
-        for row in csv.DictReader(stream):
+        for row in csv.DictReader(stream, delimiter=";"):
             level = expected[row["ref"]]["match"]
             if level in ("strong", "weak") and level not in chosen:
                 chosen[level] = row
@@ -192,23 +192,23 @@ def similar_query(weak_member: dict[str, str]) -> dict[str, str]:
 def lookups(url: str, data: Path) -> None:
     members = members_by_level(data)
     strong = {k: members["strong"][k] for k in ("nir", "birth_date")}
-    status, answer = http("POST", url + "/v1/check", strong)
+    status, answer = call("POST", url + "/v1/check", strong)
     check(status == 200 and isinstance(answer, dict) and answer.get("match") == "strong",
           f"strong check: {status} {answer}")
     weak = {k: members["weak"][k] for k in ("last_name", "first_name", "birth_date")}
-    status, answer = http("POST", url + "/v1/check", weak)
+    status, answer = call("POST", url + "/v1/check", weak)
     check(status == 200 and isinstance(answer, dict) and answer.get("match") == "weak",
           f"weak check: {status} {answer}")
-    status, answer = http("POST", url + "/v1/check", similar_query(members["weak"]))
+    status, answer = call("POST", url + "/v1/check", similar_query(members["weak"]))
     check(status == 200 and isinstance(answer, dict), f"similar check: {status} {answer}")
     assert isinstance(answer, dict)
     # `similar` is the third level (DESIGN §3); an image that predates it answers
     # found=false, which this test reports rather than hides.
     print(f"container-test:   similar check answered match={answer.get('match')!r}")
-    status, answer = http("POST", url + "/v1/check", {"nir": "295109912611199",
+    status, answer = call("POST", url + "/v1/check", {"nir": "295109912611199",
                                                       "birth_date": "1995-10-01"})
     check(status == 422, f"invalid NIR: expected 422, got {status}")
-    status, params = http("GET", url + "/v1/private/params")
+    status, params = call("GET", url + "/v1/private/params")
     check(status == 200 and isinstance(params, dict)
           and params.get("suite") == "ristretto255-SHA512",
           f"/v1/private/params (libsodium under a noexec /tmp): {status} {params}")

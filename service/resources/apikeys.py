@@ -94,6 +94,10 @@ class KeyStore:
         with self._lock:
             self._db.close()
 
+    def migrate(self) -> int:
+        """The schema version; an SQLite store is created or completed when opened."""
+        return 1
+
     def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
         """A new key and its token, which is shown once and never stored."""
         if not name.strip():

@@ -1,0 +1,311 @@
+"""API keys in PostgreSQL: the key store that replicas on several hosts share.
+
+The same keys, hashes, revocation and usage accounting as the SQLite store
+(service/resources/apikeys.py), behind the same methods; `open_key_store` picks the
+backend from `--keys-db` (a `postgresql://` URL, else an SQLite path).
+
+Authentication never waits for the database: each worker holds the live keys in memory
+(hash -> key) and a thread of its own brings that copy up to date every
+`refresh_seconds` (1 s), reading only the rows changed since its last read (every insert
+or update takes a new number from a sequence). A key created or revoked by
+`exposure-serve keys ...`, from any host, is honoured or refused by every replica within
+`refresh_seconds` plus one query (docs/operations.md says: within 2 s). When the database
+cannot be reached, the last copy keeps serving and the failure is logged once per
+outage. Usage is written as on SQLite: counted on the event loop, added in one
+transaction by `write_usage` in a worker thread, over its own connection.
+
+The URL may carry a password: it is never logged nor put in an error message (errors
+name the database by host and name only). Prefer a password file (`passfile=` or
+`PGPASSFILE`) to a password in the URL.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+import secrets
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any, Final
+
+import psycopg
+from psycopg import conninfo
+
+from service.resources.apikeys import (
+    DEFAULT_KEY_RATE,
+    TOKEN_PREFIX,
+    ApiKey,
+    KeyStoreError,
+    UsageRow,
+    _hash,
+)
+
+__all__ = ["REFRESH_SECONDS", "SCHEMA_VERSION", "PostgresKeyStore", "describe"]
+
+REFRESH_SECONDS: Final = 1.0
+log = logging.getLogger("exposure.keys")
+
+# Each entry brings the schema from the version before it to its own number. Never edit
+# a released entry: add one. The service and `keys migrate` apply what is missing, under
+# an advisory lock, so that replicas starting together do not race.
+_MIGRATIONS: Final[tuple[str, ...]] = (
+    # 1: keys and daily usage. Ids come from an identity column and are never reused;
+    # `version` orders changes for the replicas' incremental refresh.
+    """
+    CREATE SEQUENCE exposure_api_keys_version;
+    CREATE TABLE exposure_api_keys (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        name text NOT NULL CHECK (name <> ''),
+        token_sha256 text NOT NULL UNIQUE,
+        rate_per_minute integer NOT NULL CHECK (rate_per_minute >= 1),
+        created_at timestamptz NOT NULL DEFAULT now(),
+        revoked_at timestamptz,
+        version bigint NOT NULL DEFAULT nextval('exposure_api_keys_version')
+    );
+    CREATE INDEX exposure_api_keys_by_version ON exposure_api_keys (version);
+    CREATE TABLE exposure_usage (
+        key_id bigint NOT NULL REFERENCES exposure_api_keys (id),
+        day date NOT NULL,
+        requests bigint NOT NULL DEFAULT 0,
+        records bigint NOT NULL DEFAULT 0,
+        PRIMARY KEY (key_id, day)
+    );
+    """,
+)
+SCHEMA_VERSION: Final = len(_MIGRATIONS)
+_MIGRATION_LOCK: Final = 0x6578706F  # pg_advisory_xact_lock key: "expo"
+_TIME: Final = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
+_KEY_COLUMNS: Final = (f"id, name, rate_per_minute, {_TIME.format(column='created_at')}, "
+                       f"{_TIME.format(column='revoked_at')}")
+
+
+def describe(url: str) -> str:
+    """The database named without credentials, for messages."""
+    try:
+        parts = conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "PostgreSQL (unparsable URL)"
+    database, host = parts.get("dbname", "?"), parts.get("host", "the local socket")
+    return f"PostgreSQL database {database!s} on {host!s}"
+
+
+class PostgresKeyStore:
+    def __init__(self, url: str, *, refresh_seconds: float = REFRESH_SECONDS,
+                 migrate: bool = True, watch: bool = True) -> None:
+        self.url, self.refresh_seconds = url, refresh_seconds
+        self.name = describe(url)
+        self._lock = threading.Lock()  # the admin connection
+        self._usage_lock = threading.Lock()
+        self._pending: Counter[tuple[int, str, str]] = Counter()
+        self._live: dict[str, ApiKey] = {}  # token hash -> live key
+        self._seen_version = 0
+        self._closed = threading.Event()
+        self._db = self._connect()
+        self._usage_db: psycopg.Connection[Any] | None = None
+        self._refresh_db: psycopg.Connection[Any] | None = None
+        try:
+            self._usage_db = self._connect()
+            if migrate:
+                self.migrate()
+            self.refresh()
+        except BaseException:
+            self._close_connections()
+            raise
+        self._watcher: threading.Thread | None = None
+        if watch:
+            self._watcher = threading.Thread(target=self._watch, name="keys-refresh",
+                                             daemon=True)
+            self._watcher.start()
+
+    # ------------------------------------------------------------------ connections
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                   application_name="exposure-serve")
+        except psycopg.Error as exc:
+            raise KeyStoreError(f"cannot open the key database ({self.name}): "
+                                f"{_reason(exc)}") from None
+
+    @contextlib.contextmanager
+    def _admin(self) -> Iterator[psycopg.Connection[Any]]:
+        with self._lock:
+            try:
+                yield self._db
+            except psycopg.Error as exc:
+                if self._db.closed or self._db.broken:
+                    self._db = self._connect()
+                raise KeyStoreError(f"key database ({self.name}): {_reason(exc)}") from None
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._watcher is not None:
+            self._watcher.join(self.refresh_seconds + 15)
+        with contextlib.suppress(KeyStoreError):
+            self.flush_usage()
+        self._close_connections()
+
+    def _close_connections(self) -> None:
+        for connection in (self._db, self._usage_db, self._refresh_db):
+            if connection is not None:
+                connection.close()
+
+    # ------------------------------------------------------------------ schema
+
+    def migrate(self) -> int:
+        """Apply the migrations this database lacks; the schema version after."""
+        with self._admin() as db, db.transaction():
+            db.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            db.execute("CREATE TABLE IF NOT EXISTS exposure_schema (version integer NOT NULL)")
+            row = db.execute("SELECT max(version) FROM exposure_schema").fetchone()
+            current = row[0] if row and row[0] is not None else 0
+            if current > SCHEMA_VERSION:
+                raise KeyStoreError(
+                    f"the key database ({self.name}) has schema version {current}, newer than "
+                    f"this exposure-serve knows ({SCHEMA_VERSION}): upgrade exposure-serve")
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                db.execute(_MIGRATIONS[version - 1])
+                db.execute("INSERT INTO exposure_schema (version) VALUES (%s)", (version,))
+        return SCHEMA_VERSION
+
+    # ------------------------------------------------------------------ keys
+
+    def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
+        """A new key and its token, which is shown once and never stored."""
+        if not name.strip():
+            raise KeyStoreError("a key needs a name (the insurer it is for)")
+        if rate_per_minute < 1:
+            raise KeyStoreError("--rate must be at least 1 record per minute")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self._admin() as db:
+            row = db.execute(
+                "INSERT INTO exposure_api_keys (name, token_sha256, rate_per_minute) "
+                f"VALUES (%s, %s, %s) RETURNING {_KEY_COLUMNS}",
+                (name.strip(), _hash(token), rate_per_minute),
+            ).fetchone()
+        assert row is not None
+        return ApiKey(*row), token
+
+    def all_keys(self) -> list[tuple[ApiKey, int, int]]:
+        """Every key with its total requests and records."""
+        with self._admin() as db:
+            rows = db.execute(
+                f"SELECT {_KEY_COLUMNS.replace('id,', 'k.id,', 1)}, "
+                "COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.records), 0) "
+                "FROM exposure_api_keys k LEFT JOIN exposure_usage u ON u.key_id = k.id "
+                "GROUP BY k.id ORDER BY k.id"
+            ).fetchall()
+        return [(ApiKey(*row[:5]), int(row[5]), int(row[6])) for row in rows]
+
+    def revoke(self, key_id: int) -> bool:
+        with self._admin() as db:
+            cursor = db.execute(
+                "UPDATE exposure_api_keys SET revoked_at = now(), "
+                "version = nextval('exposure_api_keys_version') "
+                "WHERE id = %s AND revoked_at IS NULL", (key_id,))
+        return cursor.rowcount == 1
+
+    def authenticate(self, token: str) -> ApiKey | None:
+        """The live key behind `token`, or None (unknown or revoked); from memory."""
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():
+            return None
+        return self._live.get(_hash(token))
+
+    # ------------------------------------------------------------------ refresh
+
+    def refresh(self) -> None:
+        """Bring the in-memory copy of the live keys up to date (blocking)."""
+        if self._refresh_db is None or self._refresh_db.closed or self._refresh_db.broken:
+            self._refresh_db = self._connect()
+        try:
+            rows = self._refresh_db.execute(
+                f"SELECT {_KEY_COLUMNS}, token_sha256, version FROM exposure_api_keys "
+                "WHERE version > %s ORDER BY version", (self._seen_version,)).fetchall()
+        except psycopg.Error as exc:
+            raise KeyStoreError(f"key database ({self.name}): {_reason(exc)}") from None
+        if not rows:
+            return
+        live = dict(self._live)
+        for *columns, token_sha256, version in rows:
+            key = ApiKey(*columns)
+            if key.revoked_at is None:
+                live[token_sha256] = key
+            else:
+                live.pop(token_sha256, None)
+            self._seen_version = max(self._seen_version, version)
+        self._live = live  # one assignment: readers see the old or the new dict whole
+
+    def _watch(self) -> None:
+        failing = False
+        while not self._closed.wait(self.refresh_seconds):
+            try:
+                self.refresh()
+            except KeyStoreError as exc:
+                if not failing:
+                    log.error("API keys not refreshed; serving the last copy",
+                              extra={"reason": str(exc)})
+                failing = True
+            else:
+                if failing:
+                    log.info("API keys refreshed again")
+                failing = False
+
+    # ------------------------------------------------------------------ usage
+
+    def record_usage(self, key_id: int, *, requests: int = 0, records: int = 0) -> None:
+        """Counted in memory; written by `flush_usage` (called periodically)."""
+        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+        self._pending[(key_id, day, "requests")] += requests
+        self._pending[(key_id, day, "records")] += records
+
+    def flush_usage(self) -> None:
+        self.write_usage(self.take_usage())
+
+    def take_usage(self) -> list[UsageRow]:
+        pending, self._pending = self._pending, Counter()
+        totals: dict[tuple[int, str], list[int]] = {}
+        for (key_id, day, what), count in pending.items():
+            entry = totals.setdefault((key_id, day), [0, 0])
+            entry[0 if what == "requests" else 1] += count
+        return [(k, d, r, n) for (k, d), (r, n) in totals.items()]
+
+    def put_back_usage(self, rows: list[UsageRow]) -> None:
+        for key_id, day, requests, records in rows:
+            self._pending[(key_id, day, "requests")] += requests
+            self._pending[(key_id, day, "records")] += records
+
+    def write_usage(self, rows: list[UsageRow]) -> None:
+        """Add `rows` to the stored usage, in one transaction (blocking: run it in a thread)."""
+        if not rows:
+            return
+        with self._usage_lock:
+            try:
+                if self._usage_db is None or self._usage_db.closed or self._usage_db.broken:
+                    self._usage_db = self._connect()
+                db = self._usage_db
+                with db.transaction(), db.cursor() as cursor:
+                    cursor.executemany(
+                        "INSERT INTO exposure_usage (key_id, day, requests, records) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT (key_id, day) DO UPDATE SET "
+                        "requests = exposure_usage.requests + excluded.requests, "
+                        "records = exposure_usage.records + excluded.records",
+                        rows,
+                    )
+            except psycopg.Error as exc:
+                raise KeyStoreError(f"usage not written to {self.name}: {_reason(exc)}") from None
+
+    def usage(self, key_id: int) -> list[tuple[str, int, int]]:
+        with self._admin() as db:
+            rows = db.execute(
+                "SELECT to_char(day, 'YYYY-MM-DD'), requests, records FROM exposure_usage "
+                "WHERE key_id = %s ORDER BY day", (key_id,)).fetchall()
+        return [(day, int(requests), int(records)) for day, requests, records in rows]
+
+
+def _reason(exc: psycopg.Error) -> str:
+    # libpq's messages name the host and the user, never the password; the first line
+    # is what an operator needs.
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
