@@ -158,9 +158,9 @@ def make_middleware(settings: Settings, metrics: Metrics, inflight: InFlight) ->
         if inflight.draining:
             response.force_close()  # shutting down: no further request on this connection
         status = response.status
-        metrics.count_request(label, request.method, status)
-        access_log.request(request_id, label, request.method, status,
-                           round((time.perf_counter() - started) * 1000, 3))
+        seconds = time.perf_counter() - started
+        metrics.count_request(label, request.method, status, seconds)
+        access_log.request(request_id, label, request.method, status, round(seconds * 1000, 3))
         return response
 
     return middleware

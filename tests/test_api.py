@@ -464,8 +464,18 @@ async def test_metrics_expose_requests_latency_bulk_and_index(
         in text
     assert 'exposure_http_requests_total{method="GET",route="unmatched",status="404"} 1.0' \
         in text
-    assert 'exposure_lookup_seconds_bucket{kind="single",le="+Inf"} 1.0' in text
-    assert 'exposure_lookup_seconds_count{kind="single"} 1.0' in text
+    assert 'exposure_lookup_duration_seconds_bucket{kind="single",le="+Inf"} 1.0' in text
+    assert 'exposure_lookup_duration_seconds_count{kind="single"} 1.0' in text
+    assert "exposure_lookup_seconds" not in text  # renamed (docs/operations.md)
+    # Every request's duration, per route template (the bulk stream's whole length).
+    assert 'exposure_http_request_duration_seconds_count{method="POST",route="/v1/check"} 2.0' \
+        in text
+    assert 'exposure_http_request_duration_seconds_bucket{le="+Inf",method="POST",' \
+        'route="/v1/check/batch"} 1.0' in text
+    # The standard process metrics (prometheus_client's ProcessCollector).
+    for name in ("process_cpu_seconds_total", "process_resident_memory_bytes",
+                 "process_open_fds", "process_start_time_seconds"):
+        assert re.search(rf"^{name} [0-9.e+]+$", text, re.MULTILINE), name
     assert 'exposure_bulk_records_total{outcome="error"} 1.0' in text
     generation = (breach.index_dir / "current").resolve().name
     assert f'exposure_index_info{{generation="{generation}"}} 1.0' in text
@@ -483,7 +493,7 @@ def test_metrics_counted_as_plain_numbers_render_as_prometheus_client_would() ->
     reference = CollectorRegistry()
     requests = Counter("exposure_http_requests", "HTTP requests by route and status",
                        ["route", "method", "status"], registry=reference)
-    latency = Histogram("exposure_lookup_seconds",
+    latency = Histogram("exposure_lookup_duration_seconds",
                         "Time to normalise, fingerprint and look up one query", ["kind"],
                         registry=reference, buckets=LOOKUP_BUCKETS)
     lookups = Counter("exposure_lookups", "Lookups answered, by outcome",

@@ -21,7 +21,7 @@ import time
 from collections.abc import Hashable, Iterator, Sequence
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector, generate_latest
 from prometheus_client import metrics as _prometheus_metrics
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -39,6 +39,10 @@ def route_label(request: web.Request) -> str:
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 LOOKUP_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1)
+# Whole requests: a /v1/check answers in about a millisecond, a bulk stream of millions
+# of lines takes minutes.
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                30.0, 60.0, 300.0, 1800.0)
 Labels = tuple[Hashable, ...]  # label values in `labelnames` order; str() at scrape time
 
 
@@ -151,7 +155,8 @@ class Metrics:
             ["route", "method", "status"], self.registry,
         )
         self.lookup_latency = HistogramFamily(
-            "exposure_lookup_seconds", "Time to normalise, fingerprint and look up one query",
+            "exposure_lookup_duration_seconds",
+            "Time to normalise, fingerprint and look up one query",
             ["kind"], self.registry, buckets=LOOKUP_BUCKETS,
         )
         self.lookups = CounterFamily(
@@ -187,11 +192,20 @@ class Metrics:
             registry=self.registry,
         )
         self.ready = Gauge("exposure_ready", "1 when an index is loaded", registry=self.registry)
+        self.request_duration = HistogramFamily(
+            "exposure_http_request_duration_seconds",
+            "Time from a request's arrival to the end of its answer (a bulk stream "
+            "included), by route", ["route", "method"], self.registry, buckets=HTTP_BUCKETS,
+        )
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
+        # process_start_time_seconds...: read from /proc at scrape time (Linux).
+        ProcessCollector(registry=self.registry)
 
-    def count_request(self, route: str, method: str, status: int) -> None:
+    def count_request(self, route: str, method: str, status: int, seconds: float = 0.0) -> None:
         if method not in _METHODS:
             method = "OTHER"  # a client chooses the method: keep the label bounded
         self.requests.inc((route, method, status))
+        self.request_duration.observe((route, method), seconds)
 
     def single_lookup(self, seconds: float, found: bool) -> None:
         """One `/v1/check` lookup: its latency and its outcome."""
