@@ -6,7 +6,7 @@ PY := $(BIN)/python
 DEMO_RECORDS ?= 1000000
 PORT ?= 8080
 
-.PHONY: install demo serve test check lint typecheck audit pytest pytest-fast bench clean
+.PHONY: install demo serve test check lint typecheck audit pytest pytest-fast bench clean container-test compose-test
 
 install: $(VENV)/.installed
 
@@ -81,3 +81,17 @@ bench: install
 
 clean:
 	rm -rf var/demo var/index var/keys.sqlite var/demo-api-key
+
+# The image built from deploy/Dockerfile with podman and run as deploy/README.md documents
+# (non-root, read-only root, noexec /tmp, no capabilities, secrets as files): lookups, bulk
+# through exposure-client, HEALTHCHECK, SIGTERM drain. Installs podman, runc, debootstrap
+# from Debian when missing; the debootstrap base image is cached in podman's store.
+container-test: install
+	deploy/ci/install-tools.sh
+	$(PY) deploy/ci/container_test.py
+
+# The compose topology (index-build job, two replicas, nginx) run with podman: see
+# deploy/README.md ("Compose, run").
+compose-test: install
+	deploy/ci/install-tools.sh
+	$(PY) deploy/ci/compose_test.py

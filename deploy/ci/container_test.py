@@ -40,6 +40,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "localhost/exposure-lookup:ci"
 UID = 10001  # the image's user (deploy/Dockerfile)
+SERVE_PORT = 9090  # a port given on the command line, not the image's default 8080
 RECORDS = 20_000  # the synthetic breach: big enough for every match level, built in seconds
 # ristretto255's group order: an OPRF key is a canonical non-zero scalar below it.
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
@@ -389,10 +390,14 @@ def _main(work: Path, name: str) -> int:
     with step("start-up (podman run to /readyz 200)"):
         began = time.monotonic()
         run("podman", "run", "-d", "--name", name, *hardened(),
-            "-p", "127.0.0.1::8080", *secret_mounts,
+            "-p", f"127.0.0.1::{SERVE_PORT}", *secret_mounts,
             "-v", f"{index}:/var/lib/exposure/index:ro",
-            "-v", f"{keys}:/var/lib/exposure/keys", IMAGE)
-        port = int(run("podman", "port", name, "8080").stdout.strip().rsplit(":", 1)[1])
+            "-v", f"{keys}:/var/lib/exposure/keys", IMAGE,
+            # Not the image's default port: the HEALTHCHECK must follow the command.
+            "--host", "0.0.0.0", "--port", str(SERVE_PORT), "--index",
+            "/var/lib/exposure/index", "--workers", "1")
+        port = int(run("podman", "port", name, str(SERVE_PORT)).stdout.strip()
+                   .rsplit(":", 1)[1])
         url = f"http://127.0.0.1:{port}"
         wait_ready(url, 60, name)
         startup = time.monotonic() - began
