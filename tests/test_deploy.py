@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import os
 import re
 import shutil
 import subprocess
@@ -81,14 +82,22 @@ def flag(arguments: list[str], name: str) -> str:
     raise AssertionError(f"{name} not in {arguments}")
 
 
-def mount_of(workload: dict[str, Any], claim: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(volume, volumeMount) of a PersistentVolumeClaim in a workload's pod."""
+def mount_of(workload: dict[str, Any], claim: str, *, init: str | None = None
+             ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(volume, volumeMount) of a PersistentVolumeClaim in a workload's pod: in its
+    container, or in the init container named `init`."""
     volumes = [v for v in pod_spec(workload)["volumes"]
                if v.get("persistentVolumeClaim", {}).get("claimName") == claim]
     assert len(volumes) == 1, f"{claim} is not mounted"
-    mounts = [m for m in container(workload)["volumeMounts"] if m["name"] == volumes[0]["name"]]
+    mounter = container(workload) if init is None else init_container(workload, init)
+    mounts = [m for m in mounter["volumeMounts"] if m["name"] == volumes[0]["name"]]
     assert len(mounts) == 1
     return volumes[0], mounts[0]
+
+
+def init_container(workload: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [c for c in pod_spec(workload).get("initContainers", []) if c["name"] == name]
+    return found
 
 
 def quantity(value: str | int) -> float:
@@ -156,14 +165,28 @@ def test_pods_run_as_non_root_on_a_read_only_root(kind: str) -> None:
     assert any(m["mountPath"] == "/tmp" for m in container(workload)["volumeMounts"])
 
 
-def test_index_is_written_by_the_job_and_read_only_in_the_pods() -> None:
+def test_index_is_written_by_the_job_and_copied_to_local_disk_by_the_pods() -> None:
+    """The Job writes the shared volume; each pod's init container reads it (read-only)
+    and copies one generation to the pod's own disk, which the service maps read-only."""
     deployment, job = one("Deployment"), one("Job")
     claim = one("PersistentVolumeClaim", "exposure-index")
-    assert "ReadWriteMany" in claim["spec"]["accessModes"]  # pods on any node mount it
-    volume, mount = mount_of(deployment, "exposure-index")
-    assert volume["persistentVolumeClaim"]["readOnly"] is True
-    assert mount["readOnly"] is True
-    assert flag(container(deployment)["args"], "--index") == mount["mountPath"]
+    assert "ReadWriteMany" in claim["spec"]["accessModes"]  # pods on any node read it
+    copier = init_container(deployment, "index-copy")
+    volume, shared = mount_of(deployment, "exposure-index", init="index-copy")
+    assert volume["persistentVolumeClaim"]["readOnly"] is True and shared["readOnly"] is True
+    assert copier["command"][0] == "copy-generation" and copier["command"][1] == \
+        shared["mountPath"]
+    # The service never mounts the shared volume: only its local copy, read-only.
+    assert not any(m["name"] == volume["name"] for m in container(deployment)["volumeMounts"])
+    (local,) = [m for m in container(deployment)["volumeMounts"]
+                if m["mountPath"] == flag(container(deployment)["args"], "--index")]
+    assert local["readOnly"] is True
+    (local_volume,) = [v for v in pod_spec(deployment)["volumes"] if v["name"] == local["name"]]
+    assert "emptyDir" in local_volume
+    (written,) = [m for m in copier["volumeMounts"] if m["name"] == local["name"]]
+    assert not written.get("readOnly", False) and copier["command"][2] == written["mountPath"]
+    env = {e["name"]: e.get("value") for e in copier["env"]}
+    assert "EXPOSURE_INDEX_GENERATION" in env  # a rollout names the generation it serves
     volume, mount = mount_of(job, "exposure-index")
     assert not volume["persistentVolumeClaim"].get("readOnly", False)
     assert not mount.get("readOnly", False)
@@ -178,7 +201,8 @@ def test_index_is_written_by_the_job_and_read_only_in_the_pods() -> None:
 @pytest.mark.parametrize("kind", ["Deployment", "Job"])
 def test_pepper_comes_from_the_secret_as_a_file(kind: str) -> None:
     workload, secret = one(kind), one("Secret", "exposure-pepper")
-    volumes = [v for v in pod_spec(workload)["volumes"] if "secret" in v]
+    volumes = [v for v in pod_spec(workload)["volumes"]
+               if v.get("secret", {}).get("secretName") == "exposure-pepper"]
     assert len(volumes) == 1
     source = volumes[0]["secret"]
     assert source["secretName"] == secret["metadata"]["name"]
@@ -189,7 +213,8 @@ def test_pepper_comes_from_the_secret_as_a_file(kind: str) -> None:
     env = {e["name"]: e for e in container(workload)["env"]}
     assert env["EXPOSURE_PEPPER_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
     # The pepper never travels as an environment variable or an argument.
-    assert all("valueFrom" not in e or "secretKeyRef" not in e["valueFrom"] for e in env.values())
+    assert all(e.get("valueFrom", {}).get("secretKeyRef", {}).get("name") != "exposure-pepper"
+               for e in env.values())
     assert not any("pepper" in argument for argument in container(workload).get("args", []))
 
 
@@ -231,7 +256,34 @@ def test_service_hpa_pdb_and_policies_select_the_pods() -> None:
     assert "maxUnavailable" in pdb["spec"] or "minAvailable" in pdb["spec"]
     api_policy = one("NetworkPolicy", "exposure-api")
     assert api_policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
-    assert "Egress" in api_policy["spec"]["policyTypes"] and api_policy["spec"]["egress"] == []
+    # The pods hold the pepper: egress only to the key store and to DNS.
+    assert "Egress" in api_policy["spec"]["policyTypes"]
+    ports = {(p["protocol"], p["port"]) for rule in api_policy["spec"]["egress"]
+             for p in rule["ports"]}
+    assert ports == {("TCP", 5432), ("UDP", 53), ("TCP", 53)}
+    assert all(rule.get("to") for rule in api_policy["spec"]["egress"])
+
+
+def test_the_hpa_alone_owns_the_replica_count() -> None:
+    # A `replicas` in the Deployment would reset a scaled-up Deployment at every apply.
+    deployment = one("Deployment")
+    assert "replicas" not in deployment["spec"]
+    strategy = deployment["spec"]["strategy"]["rollingUpdate"]
+    assert strategy["maxUnavailable"] == 0 and strategy["maxSurge"] >= 1  # no downtime
+
+
+def test_api_keys_live_in_postgresql_not_on_a_shared_volume() -> None:
+    names = {d["metadata"]["name"] for d in every("PersistentVolumeClaim")}
+    assert "exposure-keys" not in names
+    env = {e["name"]: e for e in container(one("Deployment"))["env"]}
+    assert env["EXPOSURE_KEYS_DB"]["value"].startswith("postgresql://")
+    assert ":" not in env["EXPOSURE_KEYS_DB"]["value"].split("@")[0].removeprefix(
+        "postgresql://")  # no password in the URL
+    assert env["PGPASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "exposure-keys-db"
+    for name in ("exposure-1", "exposure-2"):
+        url = SERVICES[name]["environment"]["EXPOSURE_KEYS_DB"]
+        assert url.startswith("postgresql://") and "passfile=/run/secrets/" in url
+    assert "keys" not in COMPOSE["volumes"]
 
 
 def _ingress_paths() -> Iterator[tuple[dict[str, Any], str, dict[str, Any]]]:
@@ -252,13 +304,20 @@ def test_ingress_routes_to_the_service_over_tls_and_hides_internals() -> None:
         paths.add(path)
     assert {"/", "/v1/check", "/v1/check/batch", "/static"} <= paths
     assert not paths & {"/metrics", "/readyz"}
-    batch = one("Ingress", "exposure-batch")["metadata"]["annotations"]
-    assert batch["nginx.ingress.kubernetes.io/proxy-request-buffering"] == "off"
-    assert batch["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    assert "non_idempotent" not in batch["nginx.ingress.kubernetes.io/proxy-next-upstream"]
+    # A maintained controller (HAProxy Kubernetes Ingress Controller), not ingress-nginx.
+    assert {i["spec"]["ingressClassName"] for i in every("Ingress")} == {"haproxy"}
+    assert not any(key.startswith("nginx.ingress") for i in every("Ingress")
+                   for key in i["metadata"].get("annotations", {}))
+    # Anonymous lookups are limited per client address (docs/design.md §5: 30 a minute).
     lookup = one("Ingress", "exposure-lookup")["metadata"]["annotations"]
-    assert "non_idempotent" in lookup["nginx.ingress.kubernetes.io/proxy-next-upstream"]
-    assert int(lookup["nginx.ingress.kubernetes.io/limit-rpm"]) > 0
+    assert lookup["haproxy.org/rate-limit-requests"] == "30"
+    assert lookup["haproxy.org/rate-limit-period"] == "1m"
+    assert lookup["haproxy.org/rate-limit-status-code"] == "429"
+    assert "503" in lookup["haproxy.org/backend-config-snippet"]  # retried on another pod
+    # The bulk route is never resent once started: only a failed connection moves on.
+    batch = one("Ingress", "exposure-batch")["metadata"]["annotations"]
+    assert "retry-on conn-failure\n" in batch["haproxy.org/backend-config-snippet"]
+    assert "haproxy.org/rate-limit-requests" not in batch  # limited per key by the pods
 
 
 def test_manifests_match_the_kubernetes_api_schemas() -> None:
@@ -269,6 +328,67 @@ def test_manifests_match_the_kubernetes_api_schemas() -> None:
             kubernetes_validate.validate(document, "1.28.0", strict=True)
         except kubernetes_validate.ValidationError as exc:
             pytest.fail(f"{filename}: {document['kind']} {document['metadata']['name']}: {exc}")
+
+
+def test_kustomize_build_gives_valid_objects() -> None:
+    """What `kubectl apply -k deploy/k8s` would send: built by `kubectl kustomize` (on the
+    machines of this project) and every object checked against the API schemas."""
+    import kubernetes_validate
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.fail("kubectl not found: it is part of this project's machines "
+                    "(`kubectl kustomize` builds deploy/k8s)")
+    built = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True,
+                           timeout=120)
+    assert built.returncode == 0, built.stderr
+    objects = [d for d in yaml.safe_load_all(built.stdout) if d]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text(encoding="utf-8"))
+    expected = sum(1 for name in kustomization["resources"]
+                   for d in yaml.safe_load_all((K8S / name).read_text(encoding="utf-8")) if d)
+    assert len(objects) == expected
+    for document in objects:
+        kubernetes_validate.validate(document, "1.28.0", strict=True)
+        if document["kind"] != "Namespace":
+            assert document["metadata"]["namespace"] == kustomization["namespace"]
+    images = {c["image"] for d in objects if d["kind"] == "Deployment"
+              for c in pod_spec(d)["containers"] + pod_spec(d)["initContainers"]}
+    image = kustomization["images"][0]
+    assert images == {f"{image['newName']}:{image['newTag']}"}
+
+
+def test_copy_generation_copies_verifies_and_refuses(tmp_path: Path) -> None:
+    """The init container's script on a real index built by the real indexer."""
+    from indexer.build.local import BuildOptions, build_index
+    from indexer.build.synth import write_synthetic_breach
+
+    write_synthetic_breach(tmp_path / "synth", records=300, seed=3, workers=1)
+    pepper = os.urandom(32)
+    shared = tmp_path / "shared"
+    build_index(tmp_path / "synth" / "sources.toml", shared, pepper,
+                BuildOptions(shards=2, workers=1))
+    generation = os.readlink(shared / "current")
+    script = str(DEPLOY / "image" / "copy-generation.sh")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    local = tmp_path / "local"
+    local.mkdir()
+    done = subprocess.run([script, str(shared), str(local)], capture_output=True, text=True,
+                          env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert os.readlink(local / "current") == generation
+    assert sorted(p.name for p in local.iterdir()) == ["current", generation]
+    # A named generation that was never published, a path, a damaged copy: refused.
+    for name in ("gen-20990101T000000.000000Z-000000", "../etc", "current"):
+        refused = subprocess.run([script, str(shared), str(tmp_path / "other"), name],
+                                 capture_output=True, text=True, env=env, timeout=60)
+        assert refused.returncode != 0, name
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    shard = next((shared / generation / "shards").glob("*.fp"))
+    shard.write_bytes(shard.read_bytes()[:-8])
+    refused = subprocess.run([script, str(shared), str(damaged)], capture_output=True,
+                             text=True, env=env, timeout=120)
+    assert refused.returncode != 0
 
 
 # --------------------------------------------------------------------------- compose
@@ -377,8 +497,9 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     users = [rest for word, rest in final if word == "USER"]
     assert users and users[-1].split(":")[0] not in ("root", "0")
     healthchecks = [rest for word, rest in final if word == "HEALTHCHECK"]
-    assert len(healthchecks) == 1 and "/healthz" in healthchecks[0]
-    assert f":{SERVICE_PORT}/healthz" in healthchecks[0]
+    assert len(healthchecks) == 1 and "healthcheck.py" in healthchecks[0]
+    # No port of its own: the probe reads the server's (test_healthcheck_follows_the_port).
+    assert f":{SERVICE_PORT}" not in healthchecks[0]
     assert ("EXPOSE", str(SERVICE_PORT)) in final
     entrypoint = [rest for word, rest in final if word == "ENTRYPOINT"]
     assert entrypoint == ['["exposure-serve"]']
@@ -388,6 +509,20 @@ def test_dockerfile_is_multi_stage_non_root_with_a_healthcheck() -> None:
     copied = " ".join(rest for word, rest in instructions if word in ("COPY", "ADD"))
     assert "var" not in copied.split() and "pepper" not in copied
     assert not any(word == "ADD" for word, _ in instructions)
+
+
+def test_healthcheck_follows_the_port_of_the_command_line() -> None:
+    spec = importlib.util.spec_from_file_location("healthcheck",
+                                                  DEPLOY / "image" / "healthcheck.py")
+    assert spec is not None and spec.loader is not None
+    healthcheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(healthcheck)
+    assert healthcheck.probe_url([]) == f"http://127.0.0.1:{SERVICE_PORT}/healthz"
+    assert healthcheck.probe_url(["--host", "0.0.0.0", "--port", "9090"]) == \
+        "http://127.0.0.1:9090/healthz"
+    assert healthcheck.probe_url(["--port=7000", "--host=::"]) == "http://[::1]:7000/healthz"
+    assert healthcheck.probe_url(["--host", "10.1.2.3", "--port", "81"]) == \
+        "http://10.1.2.3:81/healthz"
 
 
 def test_build_context_excludes_everything_but_the_sources() -> None:

@@ -45,6 +45,7 @@ RECORDS = 20_000  # the synthetic breach: big enough for every match level, buil
 # ristretto255's group order: an OPRF key is a canonical non-zero scalar below it.
 GROUP_ORDER = 2**252 + 27742317777372353535851937790883648493
 STEP_TIMES: list[tuple[str, float]] = []
+WHO = ["container-test"]  # the name steps are printed under (compose_test.py sets its own)
 
 
 class CheckFailed(Exception):
@@ -53,12 +54,12 @@ class CheckFailed(Exception):
 
 @contextlib.contextmanager
 def step(name: str) -> Iterator[None]:
-    print(f"container-test: {name} ...", flush=True)
+    print(f"{WHO[0]}: {name} ...", flush=True)
     began = time.monotonic()
     yield
     elapsed = time.monotonic() - began
     STEP_TIMES.append((name, elapsed))
-    print(f"container-test: {name}: {elapsed:.1f} s", flush=True)
+    print(f"{WHO[0]}: {name}: {elapsed:.1f} s", flush=True)
 
 
 def check(condition: bool, what: str) -> None:
@@ -312,36 +313,57 @@ def main() -> int:
         if not args.keep:
             run("podman", "rm", "-f", "-t", "0", name, check_status=False)
             shutil.rmtree(work, ignore_errors=True)
-        _summary()
+        summary("container-test")
 
 
-def _summary() -> None:
-    print("container-test: step times")
+def summary(who: str) -> None:
+    print(f"{who}: step times")
     for name, seconds in STEP_TIMES:
         print(f"  {seconds:7.1f} s  {name}")
     print(f"  {sum(s for _, s in STEP_TIMES):7.1f} s  total")
 
 
-def _main(work: Path, name: str) -> int:
-    with step("base images (debootstrap, cached by recipe)"):
-        bases = run(str(ROOT / "deploy/ci/base-image.sh"), capture=False,
-                    stdout=subprocess.PIPE).stdout.split()
-        check(len(bases) == 2, f"base-image.sh printed {bases}")
-        build_base, runtime_base = bases
+def base_images() -> tuple[str, str]:
+    """deploy/ci/base-image.sh: (build base, runtime base), made once and cached."""
+    bases = run(str(ROOT / "deploy/ci/base-image.sh"), capture=False,
+                stdout=subprocess.PIPE).stdout.split()
+    check(len(bases) == 2, f"base-image.sh printed {bases}")
+    return bases[0], bases[1]
 
-    with step("podman build"):
+
+def podman_build(work: Path, tag: str, dockerfile: str, context: Path,
+                 build_args: dict[str, str], *, pip: bool = False,
+                 ignorefile: str | None = None) -> None:
+    """`podman build` as deploy/README.md documents it: runc, the host's network (pip and
+    apt reach their registries as this machine does), explicit ulimits, the HEALTHCHECK
+    kept (docker format), and with `pip` this machine's pip settings as build secrets."""
+    secrets_args: list[str] = []
+    if pip:
         pip_conf, ca = pip_settings()
         (work / "pip.conf").write_text(pip_conf)
         secrets_args = ["--secret", f"id=pip_conf,src={work / 'pip.conf'}"]
         if ca:
             secrets_args += ["--secret", f"id=pip_ca,src={ca}"]
-        run("podman", "build", "--runtime", "runc", "--network", "host", "--format", "docker",
-            *ulimits(), "-f", "deploy/Dockerfile",
-            "--ignorefile", "deploy/Dockerfile.dockerignore",
-            "--build-arg", f"PYTHON_IMAGE={build_base}",
-            "--build-arg", f"RUNTIME_IMAGE={runtime_base}",
-            *secrets_args, "-t", IMAGE, ".", cwd=ROOT)
-        size = int(run("podman", "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
+    arguments = [f"--build-arg={k}={v}" for k, v in build_args.items()]
+    run("podman", "build", "--runtime", "runc", "--network", "host", "--format", "docker",
+        *ulimits(), "-f", dockerfile, *(["--ignorefile", ignorefile] if ignorefile else []),
+        *arguments, *secrets_args, "-t", tag, str(context), cwd=ROOT)
+
+
+def build_service_image(work: Path, build_base: str, runtime_base: str) -> int:
+    """The project's image from deploy/Dockerfile; its size in bytes."""
+    podman_build(work, IMAGE, "deploy/Dockerfile", ROOT,
+                 {"PYTHON_IMAGE": build_base, "RUNTIME_IMAGE": runtime_base}, pip=True,
+                 ignorefile="deploy/Dockerfile.dockerignore")
+    return int(run("podman", "image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
+
+
+def _main(work: Path, name: str) -> int:
+    with step("base images (debootstrap, cached by recipe)"):
+        build_base, runtime_base = base_images()
+
+    with step("podman build"):
+        size = build_service_image(work, build_base, runtime_base)
         print(f"container-test:   image size: {size / 1e6:.0f} MB")
 
     with step("no installer in the runtime image"):
