@@ -153,6 +153,21 @@ def call(url: str, context: ssl.SSLContext, body: Any = None, token: str | None 
         return status, text
 
 
+def bulk_status(base: str, context: ssl.SSLContext, member: dict[str, str],
+                token: str) -> int:
+    """The status of a one-line bulk call (nginx sends it to either replica)."""
+    request = urllib.request.Request(
+        base + "/v1/check/batch", data=json.dumps({"ref": "1", **member}).encode() + b"\n",
+        method="POST", headers={"Content-Type": "application/x-ndjson",
+                                "Authorization": f"Bearer {token}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10, context=context) as answer:
+            answer.read()
+            return int(answer.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def strong_member(data: Path, skip: set[str] | None = None) -> dict[str, str]:
     with (data / "members-expected.csv").open(encoding="utf-8") as stream:
         strong = {row["ref"] for row in csv.DictReader(stream) if row["match"] == "strong"}
@@ -195,6 +210,14 @@ def main() -> int:
         return 2
     WHO[0] = "compose-test"
     work = Path(tempfile.mkdtemp(prefix="exposure-compose-test-", dir="/var/tmp"))
+    # A pod's infra container takes podman's default limits (nofile 1048576, above this
+    # host's hard limit: runc refuses to start it) and has no --ulimit of its own: the
+    # limits and the runtime for every container of this run, through containers.conf.
+    nofile, nproc = (arg.split("=")[1] for arg in ulimits()[1::2])
+    (work / "containers.conf").write_text(
+        f'[containers]\ndefault_ulimits = ["nofile={nofile}", "nproc={nproc}"]\n'
+        '[engine]\nruntime = "runc"\n')
+    os.environ["CONTAINERS_CONF"] = str(work / "containers.conf")
     name = f"exposure-compose-{os.getpid()}"
     try:
         return _main(work, name)
@@ -320,8 +343,9 @@ def _main(work: Path, name: str) -> int:
                          if "Leaving insurer" in line)
         keys("revoke", doomed_id)
         seconds = wait_for("revocation through nginx", lambda: all(
-            call(base + "/v1/check/batch", context, None, doomed)[0] == 401
+            bulk_status(base, context, member_a, doomed) == 401
             for _ in range(6)), PROXY_LIMIT_SECONDS)
+        check(bulk_status(base, context, member_a, token) == 200, "the kept key refused")
         print(f"compose-test:   revocation refused by both replicas after {seconds:.1f} s")
 
     with step("bulk file through nginx with exposure-client"):
