@@ -76,9 +76,17 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _MIGRATION_LOCK: Final = 0x6578706F  # pg_advisory_xact_lock key: "expo"
-_TIME: Final = """to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')"""
-_KEY_COLUMNS: Final = (f"id, name, rate_per_minute, {_TIME.format(column='created_at')}, "
-                       f"{_TIME.format(column='revoked_at')}")
+
+
+def _stamp(moment: dt.datetime | None) -> str | None:
+    # The SQLite store's format, so that both backends show keys alike.
+    return None if moment is None else moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _key(row: tuple[Any, ...]) -> ApiKey:
+    """An ApiKey from (id, name, rate_per_minute, created_at, revoked_at)."""
+    key_id, name, rate, created, revoked = row[:5]
+    return ApiKey(int(key_id), name, int(rate), _stamp(created) or "", _stamp(revoked))
 
 
 def describe(url: str) -> str:
@@ -182,22 +190,23 @@ class PostgresKeyStore:
         with self._admin() as db:
             row = db.execute(
                 "INSERT INTO exposure_api_keys (name, token_sha256, rate_per_minute) "
-                f"VALUES (%s, %s, %s) RETURNING {_KEY_COLUMNS}",
+                "VALUES (%s, %s, %s) "
+                "RETURNING id, name, rate_per_minute, created_at, revoked_at",
                 (name.strip(), _hash(token), rate_per_minute),
             ).fetchone()
         assert row is not None
-        return ApiKey(*row), token
+        return _key(row), token
 
     def all_keys(self) -> list[tuple[ApiKey, int, int]]:
         """Every key with its total requests and records."""
         with self._admin() as db:
             rows = db.execute(
-                f"SELECT {_KEY_COLUMNS.replace('id,', 'k.id,', 1)}, "
+                "SELECT k.id, k.name, k.rate_per_minute, k.created_at, k.revoked_at, "
                 "COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.records), 0) "
                 "FROM exposure_api_keys k LEFT JOIN exposure_usage u ON u.key_id = k.id "
                 "GROUP BY k.id ORDER BY k.id"
             ).fetchall()
-        return [(ApiKey(*row[:5]), int(row[5]), int(row[6])) for row in rows]
+        return [(_key(row), int(row[5]), int(row[6])) for row in rows]
 
     def revoke(self, key_id: int) -> bool:
         with self._admin() as db:
@@ -221,15 +230,16 @@ class PostgresKeyStore:
             self._refresh_db = self._connect()
         try:
             rows = self._refresh_db.execute(
-                f"SELECT {_KEY_COLUMNS}, token_sha256, version FROM exposure_api_keys "
-                "WHERE version > %s ORDER BY version", (self._seen_version,)).fetchall()
+                "SELECT id, name, rate_per_minute, created_at, revoked_at, token_sha256, "
+                "version FROM exposure_api_keys WHERE version > %s ORDER BY version",
+                (self._seen_version,)).fetchall()
         except psycopg.Error as exc:
             raise KeyStoreError(f"key database ({self.name}): {_reason(exc)}") from None
         if not rows:
             return
         live = dict(self._live)
-        for *columns, token_sha256, version in rows:
-            key = ApiKey(*columns)
+        for row in rows:
+            key, token_sha256, version = _key(row), row[5], row[6]
             if key.revoked_at is None:
                 live[token_sha256] = key
             else:
