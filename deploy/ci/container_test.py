@@ -183,7 +183,7 @@ def members_by_level(data: Path) -> dict[str, dict[str, str]]:
 
 
 def similar_query(weak_member: dict[str, str]) -> dict[str, str]:
-    """The weak member with one letter of the last name changed (DESIGN §3: one edit)."""
+    """The weak member with one letter of the last name changed (docs/design.md §3: one edit)."""
     last = weak_member["last_name"]
     position = next(i for i, c in enumerate(last) if c.isalpha())
     replacement = "Z" if last[position].upper() != "Z" else "Y"
@@ -204,7 +204,7 @@ def lookups(url: str, data: Path) -> None:
     status, answer = call("POST", url + "/v1/check", similar_query(members["weak"]))
     check(status == 200 and isinstance(answer, dict), f"similar check: {status} {answer}")
     assert isinstance(answer, dict)
-    # `similar` is the third level (DESIGN §3); an image that predates it answers
+    # `similar` is the third level (docs/design.md §3); an image that predates it answers
     # found=false, which this test reports rather than hides.
     print(f"container-test:   similar check answered match={answer.get('match')!r}")
     status, answer = call("POST", url + "/v1/check", {"nir": "295109912611199",
