@@ -39,7 +39,7 @@ demo: install var/index/current var/demo-api-key
 # ruff, then the import contracts of pyproject.toml ([tool.importlinter]): imports run one
 # way (indexer core < index < private < build; service and client on top), no cycles.
 lint: install
-	$(BIN)/ruff check indexer service client tests bench
+	$(BIN)/ruff check indexer service client tests bench deploy
 	$(BIN)/lint-imports
 
 typecheck: install
