@@ -79,7 +79,7 @@ def run(*command: str, capture: bool = True, check_status: bool = True,
 def ulimits() -> list[str]:
     """Explicit limits: podman's defaults (nofile 1048576) exceed this host's hard limit,
     and runc then refuses to start the container."""
-    nofile = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+    nofile = min(16384, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # as compose.yaml
     nproc = min(4096, resource.getrlimit(resource.RLIMIT_NPROC)[1])
     return ["--ulimit", f"nofile={nofile}:{nofile}", "--ulimit", f"nproc={nproc}:{nproc}"]
 
