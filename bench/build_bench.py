@@ -43,6 +43,9 @@ TARGET_RATE = 110_000
 TARGET_RECORDS = 33_000_000
 MEMORY_LIMIT = 4 << 30
 SEED = 20240129
+# Bumped when `exposure-index synth` writes other files for the same seed (2: the member
+# file carries every kind of typing difference, and members-expected.csv its `kind`).
+SYNTH_FORMAT = "2"
 
 
 @dataclass
@@ -67,18 +70,21 @@ def _exe() -> list[str]:
 
 
 def ensure_synth(cache: Path, records: int) -> Path:
-    """The cached synthetic breach of `records` rows (written on first use)."""
+    """The cached synthetic breach of `records` rows (written on first use, and again
+    when the cache was written by a generator of another SYNTH_FORMAT; the serving
+    index built from an outdated breach goes with it)."""
     target = cache / f"synth-{records}-{SEED}"
     done = target / ".complete"
-    if done.exists():
+    if done.exists() and done.read_text().strip() == SYNTH_FORMAT:
         return target
     shutil.rmtree(target, ignore_errors=True)
+    shutil.rmtree(cache / f"serve-{records}", ignore_errors=True)
     print(f"synth: writing {records:,} records into {target} (cached for later runs)")
     subprocess.run(
         [*_exe(), "synth", "--out", str(target), "--records", str(records), "--seed", str(SEED)],
         check=True, stdout=subprocess.DEVNULL,
     )
-    done.touch()
+    done.write_text(SYNTH_FORMAT + "\n")
     return target
 
 
