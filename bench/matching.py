@@ -28,7 +28,6 @@ import argparse
 import csv
 import http.client
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -360,10 +359,7 @@ def _similar_differences() -> dict[str, str]:
     try:
         from indexer.build.synth import KIND_DIFFERENCE
     except ImportError:
-        try:
-            from indexer.synth import KIND_DIFFERENCE  # type: ignore[no-redef]
-        except ImportError:
-            return {}
+        return {}
     return dict(KIND_DIFFERENCE)
 
 
@@ -467,8 +463,9 @@ def markdown(matching: dict[str, Any]) -> str:
         if splink.get("ran"):
             lines += [f"Splink {splink['version']}, EM-trained ({splink['how']}): recall "
                       f"{splink['recall_at_0_9']:.4f} at match probability 0.9 (precision "
-                      f"{splink['precision_at_0_9']:.4f}); {splink['recall_at_precision_0_999']:.4f}"
-                      f" at precision ≥ 0.999. {splink['seconds']} s."]
+                      f"{splink['precision_at_0_9']:.4f}); "
+                      f"{splink['recall_at_precision_0_999']:.4f} at precision ≥ 0.999. "
+                      f"{splink['seconds']} s."]
         else:
             lines += [f"Not measured: {splink['why']}."]
     for s in matching.get("synthetic", []):

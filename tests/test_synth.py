@@ -22,8 +22,11 @@ from stdnum.fr import nir as stdnum_nir
 from indexer.build.synth import (
     ALMERYS_HEADER,
     CHUNK_ROWS,
+    EXACT_KINDS,
     FEMALE_FIRST_NAMES,
+    KIND_DIFFERENCE,
     MALE_FIRST_NAMES,
+    MEMBER_KINDS,
     MEMBERS_EXPECTED_HEADER,
     MEMBERS_HEADER,
     VIAMEDIS_HEADER,
@@ -31,6 +34,7 @@ from indexer.build.synth import (
     members_size,
     write_synthetic_breach,
 )
+from indexer.build.variants import EDITS
 
 RECORDS = 5_000
 FILES = ("viamedis.csv", "almerys.csv", "members.csv", "members-expected.csv", "sources.toml")
@@ -69,7 +73,7 @@ def parse_date(text: str) -> date | None:
 
 
 def compact_nir(text: str) -> str:
-    return re.sub(r"[\s.]", "", text).upper()
+    return re.sub(r"[\s.\-]", "", text).upper()
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,7 @@ def test_headers(breach: Breach) -> None:
     members = (breach.out / "members.csv").read_text("utf-8").splitlines()
     expected = (breach.out / "members-expected.csv").read_text("utf-8").splitlines()
     assert members[0] == ";".join(MEMBERS_HEADER) == "ref;nir;last_name;first_name;birth_date"
-    assert expected[0] == ",".join(MEMBERS_EXPECTED_HEADER) == "ref,in_breach,match,sources"
+    assert expected[0] == ",".join(MEMBERS_EXPECTED_HEADER) == "ref,in_breach,match,sources,kind"
 
 
 def test_encodings_and_delimiters(breach: Breach) -> None:
@@ -420,6 +424,7 @@ class Member:
     in_breach: bool
     match: str
     sources: tuple[str, ...]
+    kind: str
 
 
 def read_members(out: Path) -> list[Member]:
@@ -438,9 +443,65 @@ def read_members(out: Path) -> list[Member]:
             e["in_breach"] == "true",
             e["match"],
             tuple(s for s in e["sources"].split("|") if s),
+            e["kind"],
         )
         for m, e in zip(members, expected, strict=True)
     ]
+
+
+def given_names(field: str) -> list[str]:
+    return [fold(g) for g in re.split(r"[,\s]+", field.strip()) if g]
+
+
+def edits(a: str, b: str) -> int:
+    """Damerau-Levenshtein distance (adjacent transpositions), small strings only."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1,
+                          d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def one_of_two(typed: str, name: str) -> bool:
+    """`typed` is one part of the double name `name` (split at a hyphen or a space)."""
+    return any(fold(typed) in (fold(name[:at]), fold(name[at + 1:]))
+               for at, c in enumerate(name) if c in "- ")
+
+
+def differs_by(kind: str, m: Member, r: Row) -> bool:
+    """Whether member `m` is record `r` typed with the one difference `kind` names."""
+    last, first = fold(m.last), fold(m.first)
+    lasts = {fold(n) for n in (r.last, r.usage) if n}
+    given = given_names(r.first_names)
+    same_last, same_first = last in lasts, first == given[0]
+    if kind.startswith("last_name_") and kind[10:] in EDITS:
+        return same_first and any(edits(last, n) == 1 for n in lasts)
+    if kind.startswith("first_name_"):
+        return same_last and edits(first, given[0]) == 1
+    if kind == "sound_alike":
+        return (same_first and any(0 < edits(last, n) <= 3 for n in lasts)) or (
+            same_last and 0 < edits(first, given[0]) <= 3)
+    if kind == "compound_short":
+        return same_last and "-" in r.first_names and first in given_names(
+            re.split(r"[,\s]+", r.first_names.strip())[0].replace("-", " "))
+    if kind == "other_given_name":
+        return same_last and first in given[1:]
+    if kind == "last_name_part":
+        return same_first and any(one_of_two(m.last, n) for n in (r.last, r.usage) if n)
+    if kind == "last_name_whole":
+        return same_first and one_of_two(r.last, m.last) and not same_last
+    if kind == "names_swapped":
+        return fold(m.last) == given[0] and first in lasts
+    if kind == "day_month_swapped":
+        return same_last and same_first
+    raise AssertionError(kind)
 
 
 def test_member_file_is_half_in_the_breach(breach: Breach) -> None:
@@ -449,11 +510,29 @@ def test_member_file_is_half_in_the_breach(breach: Breach) -> None:
     assert [m.ref for m in members] == [f"m-{i:06d}" for i in range(1, 501)]
     in_breach = [m for m in members if m.in_breach]
     assert len(in_breach) == breach.summary.members_in_breach == 250
-    assert {m.match for m in in_breach} == {"strong", "weak"}
-    assert sum(m.match == "strong" for m in in_breach) > len(in_breach) / 2
-    assert all(m.match == "" and m.sources == () for m in members if not m.in_breach)
+    assert {m.match for m in in_breach} == {"strong", "weak", "similar"}
+    assert sum(m.match in ("strong", "weak") for m in in_breach) > len(in_breach) / 2
+    assert all(m.match == "" and m.sources == () and m.kind == "absent"
+               for m in members if not m.in_breach)
     expected_text = (breach.out / "members-expected.csv").read_text("utf-8")
     assert not re.search(r"\d{13}", expected_text)  # no identifier in the ground truth
+
+
+def test_every_kind_of_difference_is_there_with_its_level(large_breach: Breach) -> None:
+    members = read_members(large_breach.out)
+    kinds = Counter(m.kind for m in members)
+    assert set(kinds) == set(MEMBER_KINDS)
+    assert min(kinds.values()) >= 50  # enough of each to measure a recall
+    assert set(KIND_DIFFERENCE.values()) == {
+        "spelling", "name_part", "names_swapped", "day_month_swapped"}
+    for m in members:
+        if m.kind in EXACT_KINDS:
+            assert m.in_breach and m.match == ("strong" if m.nir else "weak"), m.ref
+        elif m.kind in KIND_DIFFERENCE:
+            assert m.in_breach and m.match == "similar" and not m.nir, m.ref
+        else:
+            assert not m.in_breach and m.kind == "absent"
+    assert {m.kind for m in members if m.nir} == {"exact", "nir_spacing", "absent"}
 
 
 def test_members_are_typed_with_variants(breach: Breach) -> None:
@@ -465,23 +544,36 @@ def test_members_are_typed_with_variants(breach: Breach) -> None:
     assert any(m.last.islower() for m in members) and any(m.last.isupper() for m in members)
     names = [m.first for m in members] + [m.last for m in members]
     assert any(not n.isascii() for n in names)
-    assert all(not re.search(r"[\s,]", m.first) or "-" not in m.first for m in members)
     for m in members:
         assert m.nir == "" or stdnum_nir.is_valid(compact_nir(m.nir))
         assert parse_date(m.birth_text) is not None
         assert fold(m.last) and fold(m.first)
 
 
+def test_exact_kinds_differ_only_by_what_folds_away(large_breach: Breach) -> None:
+    members = {m.kind: m for m in read_members(large_breach.out)}  # one of each
+    assert re.search(r"[\s.\-\u00a0]", members["nir_spacing"].nir)
+    assert re.fullmatch(r"\d\d/\d\d/\d{4}", members["date_dmy"].birth_text)
+    several = [m for m in read_members(large_breach.out) if m.kind == "several_given_names"]
+    assert all(len(given_names(m.first)) >= 2 for m in several)
+    assert any("," in m.first for m in several) and any(", " not in m.first for m in several)
+
+
 @pytest.mark.parametrize("size", ["small", "large"])
 def test_ground_truth_matches_the_dumps(request: pytest.FixtureRequest, size: str) -> None:
     """Every member the generator says is in the breach is found there under the key
-    it names, in exactly the sources it names; the others are found nowhere."""
+    it names, in exactly the sources it names; a member of a similar-level kind is
+    found by no exact key, and is one of the breach's records typed with exactly the
+    difference its kind names, in the sources it names; the others are found nowhere
+    by NIR."""
     breach: Breach = request.getfixturevalue("breach" if size == "small" else "large_breach")
     strong: dict[tuple[str, date], set[str]] = defaultdict(set)
     weak: dict[tuple[str, str, date], set[str]] = defaultdict(set)
+    by_birth: dict[date, list[Row]] = defaultdict(list)
     for r in breach.rows:
         if r.birth is None:
             continue
+        by_birth[r.birth].append(r)
         if r.nir_valid:
             strong[(r.nir, r.birth)].add(r.source)
         for last in {r.last, r.usage} - {""}:
@@ -492,20 +584,39 @@ def test_ground_truth_matches_the_dumps(request: pytest.FixtureRequest, size: st
         birth = parse_date(m.birth_text)
         assert birth is not None
         by_nir = strong.get((compact_nir(m.nir), birth), set()) if m.nir else set()
-        by_name = weak.get((fold(m.last), fold(m.first), birth), set())
+        by_name = weak.get((fold(m.last), fold(first_given(m.first)), birth), set())
         if not m.in_breach:
-            assert not by_nir and not by_name, m.ref
+            assert not by_nir, m.ref  # by name: a homonym can be (see below)
         elif m.match == "strong":
             assert m.nir and sorted(by_nir, key=order.__getitem__) == list(m.sources), m.ref
             assert by_name == by_nir, m.ref
-        else:
-            assert m.match == "weak" and not m.nir, m.ref
+        elif m.match == "weak":
+            assert not m.nir, m.ref
             assert sorted(by_name, key=order.__getitem__) == list(m.sources), m.ref
+        else:
+            assert not by_name and not weak.get((fold(m.last), fold(m.first), birth)), m.ref
+            if m.kind == "day_month_swapped":
+                assert birth.day <= 12 and birth.day != birth.month
+                birth = date(birth.year, birth.day, birth.month)
+            near = {r.source for r in by_birth[birth] if differs_by(m.kind, m, r)}
+            assert sorted(near, key=order.__getitem__) == list(m.sources), (m.ref, m.kind)
 
 
-def test_members_outside_the_breach_cannot_collide_with_it(large_breach: Breach) -> None:
-    """The ground truth holds by construction: people who are not in the breach get
-    birth order numbers 900-999 and surnames that nobody in the breach carries."""
+def test_sound_alikes_are_mostly_one_edit_away(large_breach: Breach) -> None:
+    rows = {(r.birth, fold(first_given(r.first_names))): r for r in large_breach.rows}
+    distances = []
+    for m in read_members(large_breach.out):
+        r = rows.get((parse_date(m.birth_text), fold(m.first)))
+        if m.kind == "sound_alike" and r is not None:
+            distances.append(min(edits(fold(m.last), fold(n)) for n in (r.last, r.usage) if n))
+    assert len(distances) > 30
+    assert 0.75 < sum(d == 1 for d in distances) / len(distances) < 0.98
+
+
+def test_members_outside_the_breach_cannot_collide_by_nir(large_breach: Breach) -> None:
+    """People who are not in the breach get birth order numbers 900-999, which nobody
+    in it has; their names and dates follow the breach's own distributions, so that
+    they share its surnames (and, rarely, a whole name and date: homonyms)."""
     members = read_members(large_breach.out)
     outside = [m for m in members if not m.in_breach]
     assert len(outside) == len(members) - large_breach.summary.members_in_breach
@@ -513,4 +624,8 @@ def test_members_outside_the_breach_cannot_collide_with_it(large_breach: Breach)
     assert any(m.nir == "" for m in outside)
     assert all(int(r.nir[10:13]) < 900 for r in large_breach.rows)
     breach_names = {fold(n) for r in large_breach.rows for n in (r.last, r.usage) if n}
-    assert not {fold(m.last) for m in outside} & breach_names
+    shared = sum(fold(m.last) in breach_names for m in outside)
+    assert shared > 0.8 * len(outside)
+    births = sorted(parse_date(m.birth_text) or date.min for m in outside)
+    inside = sorted(parse_date(m.birth_text) or date.min for m in members if m.in_breach)
+    assert abs(births[len(births) // 2].year - inside[len(inside) // 2].year) <= 5

@@ -6,6 +6,11 @@ real ones (``viamedis.csv``: cp1252, ``;``, French headers, ``DD/MM/YYYY``, CRLF
 ``sources.toml`` that describes them, an insurer's member file (``members.csv``) and
 the generator's ground truth for that member file (``members-expected.csv``).
 
+Half the members are people of the breach, each typed with one kind of typing
+difference of docs/design.md §3 (``KIND_DIFFERENCE``; the typing itself is
+indexer/build/variants.py), with the level a lookup should answer; the other half are
+people drawn from the same name and date distributions who are not in it.
+
 Every identity is invented, but consistent the way real ones are, because the
 normaliser, the bad-row accounting and the tests all lean on that: the NIR's sex digit
 matches the first name's gender, its year and month match the date of birth, its key
@@ -32,7 +37,7 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -44,12 +49,17 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from indexer.build.variants import EDITS, fold, one_edit, sound_alike, split_double, swap_day_month
+
 __all__ = [
     "ALMERYS_HEADER",
+    "EXACT_KINDS",
     "FEMALE_FIRST_NAMES",
+    "KIND_DIFFERENCE",
     "MALE_FIRST_NAMES",
     "MEMBERS_EXPECTED_HEADER",
     "MEMBERS_HEADER",
+    "MEMBER_KINDS",
     "SOURCE_IDS",
     "VIAMEDIS_HEADER",
     "SynthSummary",
@@ -74,7 +84,7 @@ ALMERYS_HEADER: Final = (
     "insurer", "marital_status", "tp_guarantees",
 )  # fmt: skip
 MEMBERS_HEADER: Final = ("ref", "nir", "last_name", "first_name", "birth_date")
-MEMBERS_EXPECTED_HEADER: Final = ("ref", "in_breach", "match", "sources")
+MEMBERS_EXPECTED_HEADER: Final = ("ref", "in_breach", "match", "sources", "kind")
 
 # The chunk size is part of the output's identity: changing it changes the bytes
 # written for a given seed. 50k rows keep a worker's memory around 100 MiB.
@@ -262,7 +272,8 @@ _P_METRO, _P_CORSICA, _P_OVERSEAS, _P_ABROAD = 0.88, 0.02, 0.035, 0.065
 _CORSICA_A, _CORSICA_B = 19, 18  # their value in the key computation
 
 # Birth order numbers: 001-899 for people of the breach, 900-999 for the members who
-# are not in it, so that a "not in breach" member can never hit someone by NIR.
+# are not in it, so that a "not in breach" member can never hit someone by NIR (their
+# names and dates come from the breach's own distributions: homonyms happen).
 _ORDER_BREACH = (1, 900)
 _ORDER_FRESH = (900, 1000)
 
@@ -345,7 +356,7 @@ class _Tables:
     place_p: npt.NDArray[np.float64]
     place_corsica: BoolArray
     place_pre1976: ObjArray  # Corsica before 1976 was department 20
-    # First names: male then female; and surnames: breach pool, fresh-member pool.
+    # First names: male then female; and surnames.
     first: ObjArray
     first_upper: ObjArray
     n_male: int
@@ -353,8 +364,6 @@ class _Tables:
     female_p: npt.NDArray[np.float64]
     surnames: ObjArray
     surname_p: npt.NDArray[np.float64]
-    fresh_surnames: ObjArray
-    fresh_p: npt.NDArray[np.float64]
     # Per-source renderings, empty value last.
     insurer_v: ObjArray
     insurer_a: ObjArray
@@ -412,10 +421,6 @@ def _tables() -> _Tables:
 
     first = MALE_FIRST_NAMES + FEMALE_FIRST_NAMES
     surnames = _all_surnames()
-    # Every eighth surname is kept for the members who are not in the breach, so that
-    # they cannot collide with someone of the breach on the weak key either.
-    breach_pool = [s for i, s in enumerate(surnames) if i % 8 != 7]
-    fresh_pool = [s for i, s in enumerate(surnames) if i % 8 == 7]
 
     tp_combos = _tp_combinations()
     insurers = list(_INSURERS) + [""]
@@ -434,10 +439,8 @@ def _tables() -> _Tables:
         n_male=len(MALE_FIRST_NAMES),
         male_p=_zipf(len(MALE_FIRST_NAMES), 0.35),
         female_p=_zipf(len(FEMALE_FIRST_NAMES), 0.35),
-        surnames=_objects(breach_pool),
-        surname_p=_zipf(len(breach_pool), 0.55),
-        fresh_surnames=_objects(fresh_pool),
-        fresh_p=_zipf(len(fresh_pool), 0.3),
+        surnames=_objects(surnames),
+        surname_p=_zipf(len(surnames), 0.55),
         insurer_v=_objects(insurers),
         insurer_a=_objects([_quote(i, ",") for i in insurers]),
         tp_v=_objects(["/".join(c) for c in tp_combos] + [""]),
@@ -961,6 +964,219 @@ _SOURCES_OF: Final = {
 }
 
 
+# Kinds of member rows, one per member of the breach, with the share of those members
+# each gets. The first five are typed so that an exact key still matches (the
+# equivalences of docs/design.md §3): their level is strong when the row has a NIR,
+# else weak. The others carry one difference of §3's similar matches, and no NIR (it
+# would match strong): their level is similar, and KIND_DIFFERENCE names the
+# `differences` entry the answer should carry. Members outside the breach: "absent".
+EXACT_KINDS: Final = (
+    "exact", "accents_case_separators", "nir_spacing", "date_dmy", "several_given_names",
+)  # fmt: skip
+KIND_DIFFERENCE: Final[Mapping[str, str]] = {
+    "compound_short": "name_part",  # Jean for JEAN-PIERRE
+    "other_given_name": "name_part",  # Pierre for JEAN PIERRE MARIE
+    **{f"last_name_{edit}": "spelling" for edit in EDITS},  # one edit, after folding
+    **{f"first_name_{edit}": "spelling" for edit in EDITS},
+    "sound_alike": "spelling",  # LEFEUVRE for LEFEBVRE, in the last or first name
+    "last_name_part": "name_part",  # Dupont for DUPONT-MARTIN
+    "last_name_whole": "name_part",  # DUPONT MARTIN for DUPONT (usage name MARTIN or none)
+    "names_swapped": "names_swapped",
+    "day_month_swapped": "day_month_swapped",
+}
+MEMBER_KINDS: Final = (*EXACT_KINDS, *KIND_DIFFERENCE, "absent")
+_EXACT_SHARES: Final = (0.30, 0.08, 0.08, 0.07, 0.07)
+_SIMILAR_SHARE: Final = (1.0 - sum(_EXACT_SHARES)) / (len(KIND_DIFFERENCE) + 0.5)
+# Sound-alikes get one and a half shares: their target is measured on its own.
+_KIND_P: Final = np.array(
+    [*_EXACT_SHARES]
+    + [_SIMILAR_SHARE * (1.5 if k == "sound_alike" else 1.0) for k in KIND_DIFFERENCE]
+)
+_KINDS_IN_BREACH: Final = (*EXACT_KINDS, *KIND_DIFFERENCE)
+_NIR_LAYOUTS: Final = (
+    "{0} {1} {2} {3} {4} {5} {6}", "{0}.{1}.{2}.{3}.{4}.{5}.{6}", "{0}-{1}-{2}-{3}-{4}-{5}-{6}",
+    "{0}\u00a0{1}\u00a0{2}\u00a0{3}\u00a0{4}\u00a0{5}\u00a0{6}", "{0}{1}{2}{3}{4}{5} {6}",
+)  # fmt: skip
+
+MemberRow = tuple[str, str, str, str]  # nir, last_name, first_name, birth_date as typed
+
+
+@cache
+def _surname_folds() -> frozenset[str]:
+    return frozenset(fold(name) for name in _tables().surnames.tolist())
+
+
+def _given(pop: _Population, i: int) -> list[str]:
+    """The given names of the first-names field, in order (no given name holds a space
+    or a comma; the Almerys form is quoted when comma-separated)."""
+    return str(pop.first_names_a[i]).strip('"').replace(",", " ").split()
+
+
+def _retyped(name: str, r: Sequence[float]) -> str:
+    """Another way of writing `name` that folds to the same letters."""
+    typed = _typed_name(name, r)
+    if typed == name:
+        typed = name.upper() if name != name.upper() else name.lower()
+    return typed
+
+
+def _spaced_nir(nir: str, r: float, lower: float) -> str:
+    """The NIR with separators (spaces, dots, hyphens, non-breaking spaces)."""
+    if lower < 0.3:
+        nir = nir.lower()
+    parts = (nir[0], nir[1:3], nir[3:5], nir[5:7], nir[7:10], nir[10:13], nir[13:])
+    return _NIR_LAYOUTS[min(int(r * len(_NIR_LAYOUTS)), len(_NIR_LAYOUTS) - 1)].format(*parts)
+
+
+def _case(name: str, r: float) -> str:
+    return name.lower() if r < 0.2 else name.title() if r < 0.4 else name
+
+
+def _variant(kind: str, pop: _Population, i: int, r: Sequence[float]) -> MemberRow | None:
+    """Person `i` typed with one difference of `kind` (12 draws in ``r``), or None when
+    this person does not have what the kind needs (two given names, a double name...)."""
+    t = _tables()
+    birth_name, usage = str(pop.ident.last[i]), str(pop.ident.usage[i])
+    last = usage if usage and r[0] < 0.6 else birth_name
+    given = _given(pop, i)
+    first = given[0]
+    iso = str(t.iso[pop.dob[i]])
+    when = str(t.dmy[pop.dob[i]]) if r[1] < 0.5 else iso
+    if kind in EXACT_KINDS:
+        return _exact_variant(kind, str(pop.nir[i]), last, given, iso, r)
+    last_folds = {fold(name) for name in (birth_name, usage) if name}
+    given_folds = {fold(name) for name in given}
+    made: str | None
+    if kind == "compound_short":
+        parts = first.split("-")
+        made = parts[0] if r[2] < 0.7 else parts[-1]
+        ok = len(parts) > 1 and fold(made) not in given_folds
+        return ("", last, made, when) if ok else None
+    if kind == "other_given_name":
+        others = [g for g in given[1:] if fold(g) != fold(first)]
+        return ("", last, others[int(r[2] * len(others))], when) if others else None
+    if kind == "sound_alike" and r[2] < 0.7 or kind.startswith("last_name_") and kind[10:] in EDITS:
+        made = sound_alike(fold(last), r[3:5]) if kind == "sound_alike" else \
+            one_edit(fold(last), kind[10:], r[3:5])
+        ok = made is not None and made not in last_folds
+        return ("", _case(made, r[5]), first, when) if ok and made else None
+    if kind == "sound_alike" or kind.startswith("first_name_"):
+        made = sound_alike(fold(first), r[3:5]) if kind == "sound_alike" else \
+            one_edit(fold(first), kind[11:], r[3:5])
+        ok = made is not None and made not in given_folds
+        return ("", last, _case(made, r[5]), when) if ok and made else None
+    if kind == "last_name_part":
+        halves = split_double(birth_name, _surname_folds()) or (
+            split_double(usage, _surname_folds()) if usage else None)
+        if halves is None:
+            return None
+        made = halves[0] if r[2] < 0.5 else halves[1]
+        return ("", made, first, when) if fold(made) not in last_folds else None
+    if kind == "last_name_whole":
+        spouse = usage or str(t.surnames[int(r[2] * len(t.surnames))])
+        made = f"{birth_name}{' ' if r[3] < 0.5 else '-'}{spouse}"
+        return ("", made, first, when) if fold(made) not in last_folds else None
+    if kind == "names_swapped":
+        return ("", first, last, when) if fold(first) != fold(last) else None
+    if kind == "day_month_swapped":
+        swapped = swap_day_month(iso)
+        if swapped is None:
+            return None
+        y, m, d = swapped.split("-")
+        return ("", last, first, swapped if r[2] < 0.5 else f"{d}/{m}/{y}")
+    raise ValueError(f"unknown member kind {kind!r}")
+
+
+def _exact_variant(
+    kind: str, nir: str, last: str, given: list[str], iso: str, r: Sequence[float]
+) -> MemberRow | None:
+    first = given[0]
+    if kind == "exact":  # as the breach writes it
+        return (nir if r[2] < 0.75 else "", last, first, iso)
+    if kind == "accents_case_separators":
+        return ("", _retyped(last, r[3:7]), _retyped(first, r[7:11]), iso)
+    if kind == "nir_spacing":
+        return (_spaced_nir(nir, r[2], r[3]), last, first, iso)
+    if kind == "date_dmy":
+        return ("", last, first, f"{iso[8:]}/{iso[5:7]}/{iso[:4]}")
+    if len(given) < 2:  # several_given_names: the whole field, or its first two names
+        return None
+    kept = given if len(given) == 2 or r[2] < 0.5 else given[:2]
+    typed = (" ", ", ", ",")[min(int(r[3] * 3), 2)].join(kept)
+    return ("", last, typed.upper() if r[4] < 0.3 else typed, iso)
+
+
+def _twins(pop: _Population) -> BoolArray:
+    """Twins share a date of birth and a family name: a name typed differently for one
+    of them could be the other's exactly, so they never carry a similar-level kind."""
+    second: BoolArray = pop.rank == 2
+    twin = second.copy()
+    twin[:-1] |= second[1:]
+    return twin
+
+
+def _breach_members(
+    rng: np.random.Generator, pop: _Population, count: int
+) -> tuple[list[str], list[str]]:
+    """`count` people of the breach, each typed with one kind: rows and ground truth.
+
+    Kinds are dealt by share; each takes the next people, in a random order, who have
+    what it needs. What a small chunk cannot fill goes to `exact`, which anyone fits."""
+    if count == 0:
+        return [], []
+    candidates = rng.permutation(np.flatnonzero(~pop.spoiled)).tolist()
+    quotas = dict(zip(_KINDS_IN_BREACH, rng.multinomial(count, _KIND_P).tolist(), strict=True))
+    draws: list[list[float]] = rng.random((count, 12)).tolist()
+    twin = _twins(pop).tolist()
+    used: set[int] = set()
+    rows: list[str] = []
+    expected: list[str] = []
+
+    def take(kind: str, i: int) -> bool:
+        made = _variant(kind, pop, i, draws[len(rows)])
+        if made is None:
+            return False
+        nir, last, first, when = made
+        level = "similar" if kind in KIND_DIFFERENCE else "strong" if nir else "weak"
+        rows.append(f"{nir};{last};{first};{when}")
+        expected.append(f"true,{level},{_SOURCES_OF[int(pop.member_of[i])]},{kind}")
+        used.add(i)
+        return True
+
+    short = 0
+    for kind in reversed(_KINDS_IN_BREACH):  # `exact` last
+        wanted = quotas[kind] + (short if kind == "exact" else 0)
+        for i in candidates:
+            if wanted == 0:
+                break
+            if i in used or (twin[i] and kind in KIND_DIFFERENCE):
+                continue
+            wanted -= take(kind, i)
+        for n in range(wanted if kind == "exact" else 0):  # fewer people than members
+            take(kind, candidates[n % len(candidates)])
+        short += wanted if kind != "exact" else 0
+    return rows, expected
+
+
+def _outside_nir(nir: str) -> str:
+    """The NIR with a birth order number that no one in the breach has, and its key."""
+    body = f"{nir[:10]}{_ORDER_FRESH[0] + int(nir[10:13]) % 100:03d}"
+    digits = body[:5] + {"2A": "19", "2B": "18"}.get(body[5:7], body[5:7]) + body[7:]
+    return f"{body}{97 - int(digits) % 97:02d}"
+
+
+def _absent_members(rng: np.random.Generator, count: int) -> list[str]:
+    """`count` people who are not in the breach, drawn the way its people are (names,
+    dates, families: homonyms happen), typed like an insurer's file types them."""
+    if count == 0:
+        return []
+    others = _draw_population(rng, 2 * count + 16)
+    people = len(others.member_of)
+    picked = rng.choice(people, size=count, replace=count > people).tolist()
+    nir = _objects([_outside_nir(str(s)) for s in others.nir.tolist()])
+    return _member_rows(rng, picked, others.ident, nir, (rng.random(count) < 0.85).tolist())
+
+
 def _chunk_members(
     rng: np.random.Generator,
     records: int,
@@ -969,41 +1185,14 @@ def _chunk_members(
     pop: _Population,
 ) -> tuple[list[str], list[str], int]:
     """This chunk's share of the member file: half people of the breach, half not."""
-    t = _tables()
     total = members_size(records)
     in_breach = _quota(total // 2, records, start, end)
-    fresh = _quota(total - total // 2, records, start, end)
-
-    eligible = np.flatnonzero(~pop.spoiled)
-    if len(eligible) == 0:
-        in_breach, fresh = 0, fresh + in_breach
-    picked = rng.choice(eligible, size=in_breach, replace=in_breach > len(eligible)).tolist()
-    strong = (rng.random(in_breach) < 0.75).tolist()
-    breach_rows = _member_rows(rng, picked, pop.ident, pop.nir, strong)
-    breach_expected = [
-        f"true,{'strong' if s else 'weak'},{_SOURCES_OF[int(pop.member_of[i])]}"
-        for i, s in zip(picked, strong, strict=True)
-    ]
-
-    # People who are not in the breach: order numbers and surnames its people never use.
-    fresh_dob = _draw_dates(rng, fresh, _FIRST_DAY, date(2007, 12, 31))
-    other = _draw_identities(
-        rng,
-        fresh,
-        fresh_dob,
-        surnames=t.fresh_surnames,
-        surname_p=t.fresh_p,
-        order_range=_ORDER_FRESH,
-    )
-    fresh_rows = _member_rows(
-        rng,
-        range(fresh),
-        other,
-        _objects(other.nir),
-        (rng.random(fresh) < 0.85).tolist(),
-    )
-    rows = breach_rows + fresh_rows
-    expected = breach_expected + ["false,,"] * fresh
+    absent = _quota(total - total // 2, records, start, end)
+    if not (~pop.spoiled).any():
+        in_breach, absent = 0, absent + in_breach
+    breach_rows, breach_expected = _breach_members(rng, pop, in_breach)
+    rows = breach_rows + _absent_members(rng, absent)
+    expected = breach_expected + ["false,,,absent"] * absent
     order = rng.permutation(len(rows)).tolist()
     return [rows[i] for i in order], [expected[i] for i in order], in_breach
 
