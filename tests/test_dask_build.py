@@ -31,7 +31,7 @@ from indexer.build.dumps import DumpError, detect_layout
 from indexer.build.local import BuildOptions, BuildReport, build_index
 from indexer.build.sources import load_sources
 from indexer.core.fingerprint import Fingerprinter
-from indexer.core.matchkeys import parse_query
+from indexer.core.matchkeys import QueryError, parse_query
 from indexer.index.generation import CURRENT, current_generation
 from indexer.index.lookup import Checker
 from indexer.index.manifest import load_manifest, verify_generation
@@ -109,8 +109,12 @@ def test_the_dask_index_verifies_and_answers_like_the_local_one(
     assert verify_generation(dask) == []
     assert current_generation(dask.parent) == dask
     fingerprinter = Fingerprinter(breach.pepper_file.read_bytes())
-    queries = [parse_query(query_fields(member))
-               for member in breach.members()]
+    queries = []
+    for member in breach.members():
+        try:
+            queries.append(parse_query(query_fields(member)))
+        except QueryError:  # a comma between given names, before issue 13's rules
+            continue
     verdicts = []
     for name in ("local", "dask"):
         reader = IndexReader(built[name].generation, fingerprinter)

@@ -10,6 +10,7 @@ limit; and, last, one backend killed with SIGKILL while requests flow: not one i
 
 from __future__ import annotations
 
+import csv
 import http.client
 import os
 import re
@@ -26,7 +27,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from conftest import Breach
+from conftest import Breach, agrees_with_ground_truth
 from test_client import Served, create_key, metric, start_serve
 
 from client.bulk import main as client_main
@@ -320,10 +321,13 @@ def test_bulk_streams_through_nginx(
     err = capsys.readouterr().err
     assert status == 0, err
     expected = breach.expected()
-    rows = out.read_text(encoding="utf-8").splitlines()[1:]
-    assert [row.split(",")[0] for row in rows] == [m["ref"] for m in breach.members()]
-    found = sum(1 for row in rows if row.split(",")[1] == "true")
-    assert found == sum(1 for e in expected.values() if e["in_breach"] == "true")
+    with out.open(encoding="utf-8", newline="") as stream:
+        rows = list(csv.DictReader(stream))
+    assert [row["ref"] for row in rows] == [m["ref"] for m in breach.members()]
+    for row in rows:
+        assert agrees_with_ground_truth(expected[row["ref"]], row["found"] == "true",
+                                        row["match"] or None, row["sources"],
+                                        refused=bool(row["error"])), row["ref"]
 
 
 def test_no_request_lost_when_a_backend_dies(stack: Stack) -> None:

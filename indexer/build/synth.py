@@ -985,7 +985,7 @@ KIND_DIFFERENCE: Final[Mapping[str, str]] = {
     "day_month_swapped": "day_month_swapped",
 }
 MEMBER_KINDS: Final = (*EXACT_KINDS, *KIND_DIFFERENCE, "absent")
-_EXACT_SHARES: Final = (0.30, 0.08, 0.08, 0.07, 0.07)
+_EXACT_SHARES: Final = (0.36, 0.08, 0.08, 0.07, 0.07)
 _SIMILAR_SHARE: Final = (1.0 - sum(_EXACT_SHARES)) / (len(KIND_DIFFERENCE) + 0.5)
 # Sound-alikes get one and a half shares: their target is measured on its own.
 _KIND_P: Final = np.array(
@@ -1092,7 +1092,7 @@ def _exact_variant(
 ) -> MemberRow | None:
     first = given[0]
     if kind == "exact":  # as the breach writes it
-        return (nir if r[2] < 0.75 else "", last, first, iso)
+        return (nir if r[2] < 0.6 else "", last, first, iso)
     if kind == "accents_case_separators":
         return ("", _retyped(last, r[3:7]), _retyped(first, r[7:11]), iso)
     if kind == "nir_spacing":
