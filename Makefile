@@ -71,12 +71,15 @@ test: lint typecheck audit pytest
 
 # docs/design.md §6 side by side (bench/run.py): QUICK=1 about a minute, FULL=1 adds the
 # 33-million-record build (minutes, ~15 GB of disk). Needs wrk (Debian package) and,
-# for the profiles of the full run, py-spy in the venv: both installed if missing.
+# for the profiles of the full run, py-spy in the venv: both installed if missing; and
+# Splink for the matching comparison (bench/matching.py), installed if it can be.
 bench: install
 	@command -v wrk >/dev/null || { echo "bench: installing wrk"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get install -y -q wrk || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q wrk; }; }
 	@test -n "$(QUICK)" || test -x $(BIN)/py-spy || $(PY) -m pip install -q py-spy
+	@$(PY) -c "import splink" 2>/dev/null || $(PY) -m pip install -q splink \
+		|| echo "bench: splink could not be installed; the matching results say so"
 	$(PY) bench/run.py $(if $(QUICK),--quick,) $(if $(FULL),--full,)
 
 clean:

@@ -531,6 +531,13 @@ def say(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
+def summary_text(matching: dict[str, Any]) -> str:
+    return "\n".join(
+        f"{'met ' if v['met'] else 'MISS'} {v['what']}: {v['value']} "
+        f"({'≥' if v['higher_is_better'] else '≤'} {v['target']}) {v['note']}"
+        for v in matching["verdicts"])
+
+
 def write(matching: dict[str, Any], out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "matching.json").write_text(json.dumps(matching, indent=2) + "\n")
@@ -561,9 +568,7 @@ def main(argv: list[str] | None = None) -> int:
         matching = run(pepper, Path(scratch), sizes, not args.no_splink)
     out_dir: Path = args.out or (BENCH / "results" / ("tmp" if args.quick else ""))
     write(matching, out_dir)
-    for v in matching["verdicts"]:
-        print(f"{'met ' if v['met'] else 'MISS'} {v['what']}: {v['value']} "
-              f"({'≥' if v['higher_is_better'] else '≤'} {v['target']}) {v['note']}")
+    print(summary_text(matching))
     print(f"\nresults: {out_dir / 'matching.md'}, matching.json")
     return 0
 

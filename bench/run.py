@@ -16,7 +16,11 @@ What it measures (loopback only, 127.0.0.1; every load is bounded in time):
 - start-up: time from exec to every worker ready, RSS and PSS of each worker, as the
   index grows (1M; 3M and 10M in the full run; 33M with FULL);
 - profiles (full run): py-spy under /v1/check load and under bulk, by area;
-- private lookups (full run, docs/design.md §7): bench/private_bench.py on a breach of its own.
+- private lookups (full run, docs/design.md §7): bench/private_bench.py on a breach of its own;
+- matching quality (bench/matching.py): FEBRL4 recall and false matches through the
+  service, Splink on the same data, the synthetic breach's recall per kind of typing
+  difference and its absent members' false matches (1M; 33M with FULL), and the costs
+  above beside the figures of the code before the matching work.
 
 The machine is shared: the 1-minute load average is recorded next to each phase,
 figures are medians of repeats, and targets are judged on ratios measured side by
@@ -49,6 +53,7 @@ sys.path.insert(0, str(BENCH))
 sys.path.insert(1, str(ROOT))
 
 import build_bench  # noqa: E402
+import matching  # noqa: E402
 import profiling  # noqa: E402
 import report  # noqa: E402
 import serving  # noqa: E402
@@ -651,15 +656,23 @@ def main(argv: list[str] | None = None) -> int:
         if plan.profile:
             results["profiles"] = profiles(ctx, lua, ctx.work / "bulk.ndjson")
             results["private"] = private()
+        sizes = [(n, ctx.synth(n), ctx.index_dir(n)) for n in (1_000_000, FULL_RECORDS)
+                 if (n == 1_000_000 or plan.mode == "full")
+                 and (ctx.index_dir(n) / "current").exists()]
+        results["matching"] = matching.run(ctx.pepper, ctx.work / "matching", sizes,
+                                           results=results)
         results["environment"]["load_at_end"] = load()
         results["environment"]["wall_seconds"] = round(time.monotonic() - started)
         verdicts = report.judge(results)
         results["verdicts"] = verdicts
         (out_dir / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-        (out_dir / "latest.md").write_text(report.markdown(results))
+        (out_dir / "latest.md").write_text(report.markdown(results) + "\n"
+                                           + matching.markdown(results["matching"]))
+        matching.write(results["matching"], out_dir)
         report.chart(results, out_dir / "latest.png")
     print()
     print(report.summary_text(results))
+    print(matching.summary_text(results["matching"]))
     print(f"\nresults: {out_dir / 'latest.md'}, latest.json, latest.png "
           f"({results['environment']['wall_seconds']} s)")
     return 0
