@@ -39,7 +39,7 @@ def test_synthetic_members_of_exact_kinds_are_found_at_their_level(
     matching.build_index(synth / "sources.toml", index, pepper)
     members = matching.read_members(synth)
     with matching.served(index, pepper, tmp_path / "serve") as service:
-        figures = matching.synthetic_figures(members, service, dict(KIND_DIFFERENCE))
+        figures = matching.synthetic_figures(members, service, dict(KIND_DIFFERENCE), tmp_path)
     kinds = figures["kinds"]
     assert set(kinds) == {*EXACT_KINDS, *KIND_DIFFERENCE, "absent"}
     assert sum(k["n"] for k in kinds.values()) == figures["members"] == len(members) == 2000
