@@ -435,6 +435,9 @@ def baseline() -> dict[str, Any]:
 def markdown(matching: dict[str, Any]) -> str:
     before = matching.get("baseline", {})
     lines = ["## Matching quality (docs/design.md §6)", ""]
+    if "commit" in matching:
+        lines += [f"Commit {matching['commit']}, {matching['measured']}. Reproduce: "
+                  "`make bench` (matching alone: `python bench/matching.py`).", ""]
     lines += ["| target | measured | target | met | note |", "|---|---:|---:|:-:|---|"]
     for v in matching.get("verdicts", []):
         sign = "≥" if v["higher_is_better"] else "≤"
@@ -506,7 +509,10 @@ def markdown(matching: dict[str, Any]) -> str:
 def run(pepper: Path, work: Path, synthetic: Sequence[tuple[int, Path, Path]],
         with_splink: bool = True, results: dict[str, Any] | None = None) -> dict[str, Any]:
     """The whole matching benchmark. `synthetic`: (records, synth dir, index dir) each."""
-    matching: dict[str, Any] = {"targets": TARGETS}
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                            text=True, cwd=ROOT).stdout.strip()
+    matching: dict[str, Any] = {"targets": TARGETS, "commit": commit,
+                                "measured": time.strftime("%Y-%m-%dT%H:%M:%S")}
     try:
         a, b = febrl4()
     except ImportError:
