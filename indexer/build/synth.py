@@ -1302,12 +1302,16 @@ def write_synthetic_breach(
 
     ``members.csv`` holds ``members_size(records)`` members, half of them people of
     the breach. ``members-expected.csv`` says, per ref, whether the member is in the
-    breach, the key a lookup should match on (``strong``: the member row has the NIR;
-    ``weak``: names and date only) and the sources holding that person's records. A
-    homonym (another person with the same names and date of birth) in the other dump
-    can make a lookup list one more source than that: about 2 members in 100,000 at
-    a million records, proportionally more at 33 million. Members outside the breach
-    can match nobody, by construction.
+    breach, the level a lookup should answer (``strong``: the member row has the NIR;
+    ``weak``: names and date only; ``similar``: one difference of docs/design.md §3),
+    the sources holding that person's records, and the member's ``kind`` (one of
+    ``MEMBER_KINDS``). Members outside the breach never match by NIR, by construction;
+    their names and dates follow the breach's, so a few are homonyms of someone in it
+    (about 4 in 100,000 at a million records, more at 33 million). Homonyms also make a
+    few ground truths one notch low: a lookup lists one more source, or answers weak
+    where the member was typed with a difference that happens to spell another person
+    of the same date exactly (each about 1 in 1,000 members of a similar kind at a
+    million records).
 
     The bytes written depend only on ``records`` and ``seed``, never on ``workers``
     (default: the CPUs this process may use). Files are written under a temporary
