@@ -44,7 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     synth = commands.add_parser(
         "synth", help="write a synthetic breach (two dumps, sources.toml, members.csv)",
         description="Write a synthetic breach into DIR: viamedis.csv, almerys.csv, "
-        "sources.toml, members.csv (an insurer's member file) and members-expected.csv.",
+        "sources.toml, members.csv (an insurer's member file: half in the breach, typed with "
+        "every kind of difference of docs/design.md §3) and members-expected.csv (per member: "
+        "the level a lookup should answer, the sources, the kind of difference).",
     )
     synth.add_argument("--out", required=True, type=Path, metavar="DIR")
     synth.add_argument("--records", type=int, default=1_000_000, metavar="N",
