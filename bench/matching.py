@@ -1,7 +1,11 @@
 """Matching quality of docs/design.md §6: who is found, at which level, and who is found wrongly.
 
-    python bench/matching.py --quick     # FEBRL4, Splink, the 1M synthetic breach (~1 min)
-    python bench/matching.py             # the same (bench/run.py adds 33M with FULL)
+    python bench/matching.py --quick     # FEBRL4, Splink, the 1M breach; results in tmp/
+    python bench/matching.py --records 1000000 --records 33000000   # and the 33M breach
+    (make bench runs it after the other figures, with 33M when FULL=1)
+
+Alone, it builds each size's index again (--reuse-index serves the cached one), so
+that what is measured is this code's index.
 
 Everything is measured through the contract only (docs/design.md §4 and §5): dumps are
 indexed by `exposure-index build`, queries go to a real `exposure-serve` over HTTP as
@@ -560,6 +564,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, action="append", metavar="N",
                         help="synthetic breach size (repeatable; default 1,000,000)")
     parser.add_argument("--no-splink", action="store_true", help="leave Splink out")
+    parser.add_argument("--reuse-index", action="store_true",
+                        help="serve the cached index of each size as it is (default: build it "
+                        "again, so that it is this code's index)")
     parser.add_argument("--cache-dir", type=Path, default=build_bench.DEFAULT_CACHE)
     parser.add_argument("--out", type=Path, help="results directory")
     args = parser.parse_args(argv)
@@ -570,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
     for records in args.records or [1_000_000]:
         synth = build_bench.ensure_synth(cache, records)
         index_dir = cache / f"serve-{records}"
-        if not (index_dir / "current").exists():
+        if not args.reuse_index or not (index_dir / "current").exists():
             say(f"matching: building the index of {records:,} records")
             build_bench.run_build(synth, pepper, index_dir, None, keep=True)
         sizes.append((records, synth, index_dir))
