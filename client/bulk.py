@@ -582,6 +582,9 @@ member file.""",
                        "anonymous per-address limit applies)")
     check.add_argument("--no-progress", action="store_true",
                        help="no progress bar (it is shown only on a terminal anyway)")
+    from client.notify.cli import add_parser as add_notify_parser
+
+    add_notify_parser(commands)
     return parser
 
 
@@ -700,6 +703,10 @@ async def _run_private(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "notify":
+        from client.notify import cli as notify_cli
+
+        return notify_cli.main(args)
     try:
         return check(args)
     except ClientError as exc:

@@ -34,6 +34,7 @@ from indexer.build.synth import (
     members_size,
     write_synthetic_breach,
 )
+from indexer.build.synth_contacts import CONTACT_HEADER
 from indexer.build.variants import EDITS
 
 RECORDS = 5_000
@@ -217,7 +218,10 @@ def test_headers(breach: Breach) -> None:
     ]  # fmt: skip
     members = (breach.out / "members.csv").read_text("utf-8").splitlines()
     expected = (breach.out / "members-expected.csv").read_text("utf-8").splitlines()
-    assert members[0] == ";".join(MEMBERS_HEADER) == "ref;nir;last_name;first_name;birth_date"
+    # The identity columns, then the insurer's own contact columns (never sent by check).
+    assert members[0] == ";".join(MEMBERS_HEADER + CONTACT_HEADER) == (
+        "ref;nir;last_name;first_name;birth_date;"
+        "email;address_1;address_2;address_3;postcode;city;language")
     assert expected[0] == ",".join(MEMBERS_EXPECTED_HEADER) == "ref,in_breach,match,sources,kind"
 
 

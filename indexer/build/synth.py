@@ -50,6 +50,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.build.variants import EDITS, fold, one_edit, sound_alike, split_double, swap_day_month
+from indexer.build.synth_contacts import CONTACT_HEADER, with_contacts
 
 __all__ = [
     "ALMERYS_HEADER",
@@ -1346,13 +1347,14 @@ def write_synthetic_breach(
         ):
             viamedis.write((";".join(VIAMEDIS_HEADER) + "\r\n").encode("cp1252"))
             almerys.write((",".join(ALMERYS_HEADER) + "\n").encode("utf-8"))
-            members.write(";".join(MEMBERS_HEADER) + "\n")
+            members.write(";".join(MEMBERS_HEADER + CONTACT_HEADER) + "\n")
             expected.write(",".join(MEMBERS_EXPECTED_HEADER) + "\n")
             for chunk in chunks():
                 viamedis.write(chunk.viamedis)
                 almerys.write(chunk.almerys)
                 # Refs are numbered here, in file order, across chunks.
-                members.write(_with_refs(chunk.members, totals.members, ";"))
+                members.write(_with_refs(with_contacts(chunk.members, seed, totals.members),
+                                         totals.members, ";"))
                 expected.write(_with_refs(chunk.expected, totals.members, ","))
                 totals.add(chunk)
                 if bar is not None:
