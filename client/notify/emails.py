@@ -16,14 +16,47 @@ import hashlib
 from email.header import Header
 from typing import Final
 
-__all__ = ["EmailComposer"]
+__all__ = ["Body", "EmailComposer", "QuotedPrintable"]
 
 _FALLBACK_SENDER: Final = "notices@notify.invalid"
 
 
-def _qp(text: str) -> bytes:
-    body = binascii.b2a_qp(text.encode("utf-8"), istext=True)
-    return body.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+_LINE_CACHE_LIMIT: Final = 65_536
+
+
+Body = str | tuple[bytes | str, ...]  # text, or encoded runs and lines still to encode
+
+
+class QuotedPrintable:
+    """Quoted-printable, line by line, with the encoded lines remembered.
+
+    Quoted-printable encodes each hard line on its own (soft breaks never cross a
+    line end), so encoding a text line by line gives the same bytes as encoding it
+    whole; and almost every line of a notice is the same for every member. This
+    takes the encoding from a third of the time of an e-mail to almost nothing.
+    """
+
+    def __init__(self) -> None:
+        self._lines: dict[str, bytes] = {}
+
+    def encode_body(self, body: Body) -> bytes:
+        if isinstance(body, str):
+            return self.encode(body)
+        return b"\r\n".join(part if isinstance(part, bytes) else self.encode(part)
+                             for part in body)
+
+    def encode(self, text: str) -> bytes:
+        lines = self._lines
+        out = []
+        for line in text.split("\n"):
+            encoded = lines.get(line)
+            if encoded is None:
+                encoded = binascii.b2a_qp(line.rstrip("\r").encode("utf-8"), istext=True)
+                if len(lines) >= _LINE_CACHE_LIMIT:
+                    lines.clear()
+                lines[line] = encoded
+            out.append(encoded)
+        return b"\r\n".join(out)
 
 
 def _header_text(value: str) -> str:
@@ -35,7 +68,8 @@ def _header_text(value: str) -> str:
 class EmailComposer:
     """Builds the bytes of one notice; the per-run parts are computed once."""
 
-    def __init__(self, sender: str, run_key: bytes, date: float) -> None:
+    def __init__(self, sender: str, run_key: bytes, date: float,
+                 qp: QuotedPrintable | None = None) -> None:
         name, address = email.utils.parseaddr(sender)
         if "@" not in address:
             name, address = name or sender, _FALLBACK_SENDER
@@ -44,6 +78,7 @@ class EmailComposer:
         self.run_key = run_key
         self.date = email.utils.formatdate(date, localtime=True)
         self._subjects: dict[str, str] = {}
+        self._qp = qp or QuotedPrintable()
 
     def message_id(self, ref: str) -> str:
         # Stable across a resumed run (same file, same id) and says nothing of the ref.
@@ -51,17 +86,18 @@ class EmailComposer:
         return f"<{digest}@{self.domain}>"
 
     def compose(self, *, ref: str, to_name: str, to_address: str, language: str,
-                subject: str, text: str, html: str, draft: bool) -> bytes:
+                subject: str, text: Body, html: Body, draft: bool) -> bytes:
         encoded_subject = self._subjects.get(subject)
         if encoded_subject is None:
             encoded_subject = self._subjects[subject] = _header_text(subject)
-        boundary = "=_notice_" + self.message_id(ref)[1:25]
+        message_id = self.message_id(ref)
+        boundary = "=_notice_" + message_id[1:25]
         headers = [
             f"From: {self.sender}",
             f"To: {email.utils.formataddr((to_name, to_address), charset='utf-8')}",
             f"Subject: {encoded_subject}",
             f"Date: {self.date}",
-            f"Message-ID: {self.message_id(ref)}",
+            f"Message-ID: {message_id}",
             "MIME-Version: 1.0",
             f"Content-Language: {language}",
             "Auto-Submitted: auto-generated",
@@ -73,7 +109,9 @@ class EmailComposer:
                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
         return b"".join((
             "\r\n".join(headers).encode("ascii"), b"\r\n\r\n",
-            f"--{boundary}\r\n".encode(), part.format(kind="plain").encode(), _qp(text),
-            f"\r\n--{boundary}\r\n".encode(), part.format(kind="html").encode(), _qp(html),
+            f"--{boundary}\r\n".encode(), part.format(kind="plain").encode(),
+            self._qp.encode_body(text),
+            f"\r\n--{boundary}\r\n".encode(), part.format(kind="html").encode(),
+            self._qp.encode_body(html),
             f"\r\n--{boundary}--\r\n".encode(),
         ))

@@ -122,12 +122,13 @@ def _chart(tally: Tally, texts: Texts) -> bytes:
 
 
 def _pdf(sections: list[Section], texts: Texts, chart: bytes, draft: bool) -> bytes:
+    from xml.sax.saxutils import escape
+
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
     from reportlab.lib.units import mm
     from reportlab.platypus import Image, Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
-    from xml.sax.saxutils import escape
 
     from client.notify.letters import register_fonts
 

@@ -12,15 +12,18 @@ import datetime as dt
 import hashlib
 import re
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from markupsafe import escape
+
 from client.notify.config import NotifyConfig
 from client.notify.contact import display_name, resolve_contact
-from client.notify.emails import EmailComposer
+from client.notify.emails import Body, EmailComposer, QuotedPrintable
 from client.notify.inputs import Member, Result, RowProblem, read_members, read_results
 from client.notify.journal import Journal, digest_file
 from client.notify.letters import Letter, LetterBatch, LetterStyle
@@ -68,6 +71,8 @@ class Tally:
     no_address: int = 0
     resumed: int = 0
     members: int = 0
+    email_seconds: float = 0.0  # time spent making e-mails and letters (bench/)
+    letter_seconds: float = 0.0
 
     @property
     def notices(self) -> int:
@@ -93,12 +98,46 @@ class _Renderer:
         self.email_html = environment.get_template("email.html.j2")
         self.letter = environment.get_template("letter.xml.j2")
         self.dates = {lang: long_date(today, texts.table) for lang, texts in self.texts.items()}
+        self._emails: dict[tuple[str, str, tuple[str, ...], tuple[str, ...]],
+                           tuple[_Shared, _Shared] | None] = {}
+        self.qp = QuotedPrintable()
         self.digest = hashlib.blake2b(digest_size=8)
         for texts in self.texts.values():
             self.digest.update(texts.digest.encode())
         for template in (self.email_text, self.email_html, self.letter):
             assert template.filename is not None
             self.digest.update(Path(template.filename).read_bytes())
+
+    def email(self, lang: str, name: str, result: Result) -> tuple[str, Body, Body, bool]:
+        """(subject, text, html, draft) of one e-mail.
+
+        Most members share everything but their name and ref: the two templates are
+        rendered once per (language, level, breaches, data) with stand-ins for those
+        two, checked once against a real rendering, and split into lines that are
+        the same for everyone (quoted-printable encoded once) and the few lines with
+        a stand-in (filled and encoded per member; the HTML ones HTML-escaped). A
+        template that transforms the name (an insurer's `name|upper`) fails the check
+        and is rendered for each member.
+        """
+        base = self.base[lang]
+        subject, draft = base["subject"], base["draft"]
+        key = (lang, result.level, result.sources, result.exposed)
+        shared = self._emails.get(key)
+        personal = not name or _NAME in name or _REF in result.ref
+        if shared is not None and not personal:
+            text, html = shared
+            return subject, text.fill(name, result.ref), html.fill(name, result.ref), draft
+        values = self.values(lang, name, result)
+        real = (self.email_text.render(values), self.email_html.render(values))
+        if key not in self._emails and not personal:
+            stand_in = self.values(lang, _NAME, Result(result.line, _REF, result.level,
+                                                       result.sources, result.exposed,
+                                                       result.differences, ""))
+            text = _Shared(self.email_text.render(stand_in), self.qp, html=False)
+            html = _Shared(self.email_html.render(stand_in), self.qp, html=True)
+            ok = (text.text(name, result.ref), html.text(name, result.ref)) == real
+            self._emails[key] = (text, html) if ok else None
+        return subject, real[0], real[1], draft
 
     def values(self, lang: str, name: str, result: Result) -> dict[str, Any]:
         texts = self.texts[lang]
@@ -109,6 +148,42 @@ class _Renderer:
                 "weak": result.level != "strong",
                 "breaches": texts.breach_lines(result.sources),
                 "classes": texts.classes(result.exposed)}
+
+
+_NAME: Final = "\ue000name\ue000"  # private-use characters: never in a member file
+_REF: Final = "\ue000ref\ue000"
+
+
+class _Shared:
+    """A rendered template with stand-ins, as encoded runs of shared lines and the
+    lines to fill per member."""
+
+    def __init__(self, rendered: str, qp: QuotedPrintable, *, html: bool) -> None:
+        self.rendered = rendered
+        self.html = html
+        self.parts: list[bytes | str] = []
+        run: list[str] = []
+        for line in rendered.split("\n"):
+            if _NAME in line or _REF in line:
+                if run:
+                    self.parts.append(qp.encode("\n".join(run)))
+                    run = []
+                self.parts.append(line)
+            else:
+                run.append(line)
+        if run:
+            self.parts.append(qp.encode("\n".join(run)))
+
+    def _value(self, value: str) -> str:
+        return str(escape(value)) if self.html else value
+
+    def text(self, name: str, ref: str) -> str:
+        return self.rendered.replace(_NAME, self._value(name)).replace(_REF, self._value(ref))
+
+    def fill(self, name: str, ref: str) -> Body:
+        name, ref = self._value(name), self._value(ref)
+        return tuple(part if isinstance(part, bytes) else
+                     part.replace(_NAME, name).replace(_REF, ref) for part in self.parts)
 
 
 def _results(path: Path, tally: Tally, errors: CsvLog) -> dict[str, Result]:
@@ -168,7 +243,7 @@ class _Run:
         name = config.insurer_name or self.renderer.texts["fr"].insurer
         self.composer = EmailComposer(f"{name} <{sender}>" if sender and "<" not in sender
                                       else sender or name, self.journal.run_key,
-                                      self.journal.started)
+                                      self.journal.started, self.renderer.qp)
         fr = self.renderer.texts["fr"]
         self.sender_block = [fr.insurer, *fr.address]
         self.letter_style = LetterStyle()
@@ -271,13 +346,14 @@ class _Run:
         if target in self.journal.emails:
             self.tally.resumed += 1
             return
-        values = self.renderer.values(lang, name, result)
+        began = time.perf_counter()
+        subject, text, html, draft = self.renderer.email(lang, name, result)
         message = self.composer.compose(
             ref=result.ref, to_name=name, to_address=address, language=lang,
-            subject=values["subject"], text=self.renderer.email_text.render(values),
-            html=self.renderer.email_html.render(values), draft=values["draft"])
+            subject=subject, text=text, html=html, draft=draft)
         write_private(self.emails_dir / target, message)
         self.journal.email_done(target)
+        self.tally.email_seconds += time.perf_counter() - began
 
     def _letter(self, result: Result, lang: str, name: str, postal: tuple[str, ...]) -> None:
         self.tally.letters += 1
@@ -306,6 +382,7 @@ class _Run:
             self.tally.resumed += len(batch)
             self.tally.letter_pages += _pages_of(self.letters_dir, number)
             return
+        began = time.perf_counter()
         letters = [Letter(letter.ref, letter.recipient, letter.date_line,
                           letter.reference_line, self.renderer.letter.render(values))
                    for letter, values in batch]
@@ -322,6 +399,7 @@ class _Run:
         write_private(self.letters_dir / f"{stem}.csv", "".join(rows).encode("utf-8"))
         write_private(self.letters_dir / f"{stem}.pdf", pdf)
         self.journal.batch_done(number)
+        self.tally.letter_seconds += time.perf_counter() - began
 
 
 def _csv_cell(value: str) -> str:
