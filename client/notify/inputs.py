@@ -95,7 +95,10 @@ def _header(path: Path, aliases: Mapping[str, tuple[str, ...]]) -> tuple[str, di
         raise InputError(f"{path}: the first line must be the header line")
     best: tuple[int, str, dict[str, int]] | None = None
     for delimiter in _DELIMITERS:
-        cells = next(csv.reader([text], delimiter=delimiter), [])
+        try:
+            cells = next(csv.reader([text], delimiter=delimiter), [])
+        except csv.Error:  # a stray carriage return or NUL in the header line
+            cells = []
         columns = match_headers(cells, aliases)
         if best is None or len(columns) > best[0]:
             best = (len(columns), delimiter, columns)
@@ -107,7 +110,7 @@ def _rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | None]]:
     """(line, cells) per non-blank row after the header; cells None for a broken row."""
     numbered = _lines(path)
     next(numbered, None)  # the header
-    current = [0]
+    current = [1]
 
     def texts() -> Iterator[str]:
         for number, text in numbered:
@@ -130,7 +133,9 @@ def _rows(path: Path, delimiter: str) -> Iterator[tuple[int, list[str] | None]]:
 
 
 def read_members(path: Path) -> Iterator[Member | RowProblem]:
-    """The member file's rows: ref, names and contact columns (never NIR or date)."""
+    """The member file's rows: ref, names and contact columns (never NIR or date).
+
+    The header is checked at once (`InputError`); the rows are read as iterated."""
     aliases = {"ref": MEMBER_ALIASES["ref"],
                **{name: MEMBER_ALIASES[name] for name in _NAME_FIELDS}, **CONTACT_ALIASES}
     delimiter, columns = _header(path, aliases)
@@ -142,6 +147,11 @@ def read_members(path: Path) -> Iterator[Member | RowProblem]:
             f"{path}: no contact column: notices need an e-mail column (email, courriel) "
             "and/or postal columns (address_1, address_2, address_3, postcode, city; or "
             "adresse_1, code_postal, ville...)")
+    return _member_rows(path, delimiter, columns)
+
+
+def _member_rows(path: Path, delimiter: str,
+                 columns: Mapping[str, int]) -> Iterator[Member | RowProblem]:
     wanted = [(name, index) for name, index in columns.items() if name != "ref"]
     ref_index = columns["ref"]
     for line, cells in _rows(path, delimiter):
@@ -162,7 +172,9 @@ def _split(cell: str) -> tuple[str, ...]:
 
 def read_results(path: Path) -> Iterator[Result | RowProblem]:
     """RESULTS.csv as `exposure-client check` writes it (extra columns are ignored,
-    but an optional `differences` column, '|'-separated, is read for review.csv)."""
+    but an optional `differences` column, '|'-separated, is read for review.csv).
+
+    The header is checked at once (`InputError`); the rows are read as iterated."""
     aliases = {name: (name.upper(),) for name in (*_RESULT_COLUMNS, "differences")}
     delimiter, columns = _header(path, aliases)
     missing = [name for name in _RESULT_COLUMNS if name not in columns]
@@ -170,6 +182,11 @@ def read_results(path: Path) -> Iterator[Result | RowProblem]:
         raise InputError(f"{path}: not a results file of `exposure-client check`: the "
                          f"header lacks {', '.join(missing)} (expected "
                          f"{','.join(_RESULT_COLUMNS)})")
+    return _result_rows(path, delimiter, columns)
+
+
+def _result_rows(path: Path, delimiter: str,
+                 columns: Mapping[str, int]) -> Iterator[Result | RowProblem]:
     width = max(columns.values()) + 1
 
     def cell(cells: list[str], name: str) -> str:

@@ -32,6 +32,13 @@ class Section:
     chart: bool = False
 
 
+def _day(text: str, texts: Texts) -> str:
+    try:
+        return long_date(dt.date.fromisoformat(text), texts.table)
+    except ValueError:
+        return text
+
+
 def _n(value: int) -> str:
     return f"{value:,}".replace(",", "\u202f")
 
@@ -42,10 +49,10 @@ def _sections(options: NotifyOptions, tally: Tally, texts: Texts) -> list[Sectio
     labels = r["class_labels"]
     results_day = dt.date.fromtimestamp(options.results.stat().st_mtime)
     config = options.config
-    context = Section(r["context_title"], r["what"], "", [
+    context = Section(r["context_title"], r["what"], r["value"], [
         (r["run_date"], long_date(dt.date.today(), texts.table)),
         (r["results_date"], long_date(results_day, texts.table)),
-        (r["checked_on"], config.checked_on or r["not_given"]),
+        (r["checked_on"], _day(config.checked_on, texts) or r["not_given"]),
         (r["index_generation"], config.index_generation or r["not_given"]),
     ])
     levels = Section(r["levels_title"], r["what"], r["count"], [

@@ -188,7 +188,8 @@ class _Shared:
 
 def _results(path: Path, tally: Tally, errors: CsvLog) -> dict[str, Result]:
     actionable: dict[str, Result] = {}
-    for item in read_results(path):
+    rows = read_results(path)
+    for item in rows:
         if isinstance(item, RowProblem):
             _problem(item, tally, errors)
             continue
@@ -256,10 +257,11 @@ class _Run:
         errors = CsvLog(self.out / "errors.csv", ERROR_COLUMNS)
         review = CsvLog(self.out / "review.csv", REVIEW_COLUMNS)
         try:
+            members = self._members()  # both headers are checked before any work
             actionable = _results(self.options.results, self.tally, errors)
             remaining = set(actionable)
             seen: set[str] = set()
-            for item in self._members():
+            for item in members:
                 if isinstance(item, RowProblem):
                     _problem(item, self.tally, errors)
                     continue
@@ -295,9 +297,10 @@ class _Run:
 
     def _members(self) -> Iterator[Member | RowProblem]:
         members = read_members(self.options.members)
-        if not self.options.progress:
-            yield from members
-            return
+        return members if not self.options.progress else self._with_progress(members)
+
+    def _with_progress(self, members: Iterator[Member | RowProblem]
+                       ) -> Iterator[Member | RowProblem]:
         from tqdm import tqdm
 
         total = 0
