@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import html
 import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -37,6 +38,11 @@ def _day(text: str, texts: Texts) -> str:
         return long_date(dt.date.fromisoformat(text), texts.table)
     except ValueError:
         return text
+
+
+def _text(value: str) -> str:
+    """Plain text for ReportLab's paragraph markup."""
+    return html.escape(value, quote=False)
 
 
 def _n(value: int) -> str:
@@ -129,8 +135,6 @@ def _chart(tally: Tally, texts: Texts) -> bytes:
 
 
 def _pdf(sections: list[Section], texts: Texts, chart: bytes, draft: bool) -> bytes:
-    from xml.sax.saxutils import escape
-
     from reportlab.lib import colors
     from reportlab.lib.pagesizes import A4
     from reportlab.lib.styles import ParagraphStyle
@@ -146,13 +150,13 @@ def _pdf(sections: list[Section], texts: Texts, chart: bytes, draft: bool) -> by
     h2 = ParagraphStyle("h2", fontName=bold, fontSize=11, leading=14, spaceBefore=8,
                         spaceAfter=4)
     draft_style = ParagraphStyle("draft", parent=body, fontName=bold, textColor="#a00000")
-    story: list[Any] = [Paragraph(escape(r["title"]), h1), Paragraph(escape(r["lead"]), body)]
+    story: list[Any] = [Paragraph(_text(r["title"]), h1), Paragraph(_text(r["lead"]), body)]
     if draft:
-        story.append(Paragraph(escape(r["draft"]), draft_style))
+        story.append(Paragraph(_text(r["draft"]), draft_style))
     for section in sections:
-        story.append(Paragraph(escape(section.title), h2))
+        story.append(Paragraph(_text(section.title), h2))
         if section.rows:
-            data = [[Paragraph(escape(label), body), value] for label, value in section.rows]
+            data = [[Paragraph(_text(label), body), value] for label, value in section.rows]
             table = Table(data, colWidths=[120 * mm, 40 * mm])
             table.setStyle(TableStyle([
                 ("FONT", (0, 0), (-1, -1), regular, 9.5),
@@ -162,11 +166,11 @@ def _pdf(sections: list[Section], texts: Texts, chart: bytes, draft: bool) -> by
             ]))
             story.append(table)
         else:
-            story.append(Paragraph(escape(section.empty), body))
+            story.append(Paragraph(_text(section.empty), body))
         if section.chart:
             story += [Spacer(0, 4 * mm), Image(io.BytesIO(chart), width=170 * mm,
                                                  height=68 * mm)]
-    story += [Spacer(0, 6 * mm), Paragraph(escape(r["footer"]), body)]
+    story += [Spacer(0, 6 * mm), Paragraph(_text(r["footer"]), body)]
     buffer = io.BytesIO()
     SimpleDocTemplate(buffer, pagesize=A4, title=r["title"], author="", subject="",
                       creator="exposure-client notify", invariant=1,
@@ -178,7 +182,7 @@ def render_report(options: NotifyOptions, tally: Tally, texts: Texts) -> tuple[b
     sections = _sections(options, tally, texts)
     chart = _chart(tally, texts)
     environment = make_environment(options.templates)
-    html = environment.get_template("report.html.j2").render(
+    page = environment.get_template("report.html.j2").render(
         lang=texts.language, r=texts.table["report"], draft=texts.draft, sections=sections,
         chart=base64.b64encode(chart).decode("ascii"))
-    return html.encode("utf-8"), _pdf(sections, texts, chart, texts.draft)
+    return page.encode("utf-8"), _pdf(sections, texts, chart, texts.draft)
