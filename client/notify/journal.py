@@ -87,9 +87,10 @@ class Journal:
         self._stream = os.fdopen(fd, "a", encoding="utf-8")
 
     def email_done(self, name: str) -> None:
+        # Buffered: a line lost in a crash only means that e-mail is written again,
+        # under the same name, by the resumed run.
         assert self._stream is not None
         self._stream.write(f"e {name}\n")
-        self._stream.flush()
 
     def batch_done(self, number: int) -> None:
         assert self._stream is not None
