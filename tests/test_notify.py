@@ -576,3 +576,26 @@ async def test_html_email_passes_axe_core(browser: Any, notified: Path, drafted:
                        for v in report["violations"]]
     (tmp_path / "axe.json").write_text(json.dumps(violations, indent=1))
     assert violations == []
+
+
+# --------------------------------------------------------------------------- synth
+
+
+def test_synthetic_contact_columns_cover_every_path() -> None:
+    from indexer.build.synth_contacts import CONTACT_HEADER, with_contacts
+
+    rows = [f"1850175123456{n % 10};Dupont-{n};Jean;01/02/1980" for n in range(5000)]
+    contacts = with_contacts(rows, seed=3, before=0)
+    assert contacts == with_contacts(rows, seed=3, before=0)  # a function of the seed
+    assert contacts != with_contacts(rows, seed=3, before=5000)
+    table = [dict(zip(CONTACT_HEADER, row.split(";")[4:], strict=True)) for row in contacts]
+    share = {name: sum(1 for t in table if t[name]) / len(table) for name in CONTACT_HEADER}
+    assert 0.7 < share["email"] < 0.8 and 0.9 < share["address_1"] < 0.96
+    languages = {t["language"] for t in table}
+    assert languages == {"", "fr", "en"}
+    assert any(t["email"].endswith("@") for t in table)  # a truncated address
+    assert any(len(t["postcode"]) == 4 for t in table)  # a postcode that lost its 0
+    assert all(t["email"].split("@")[-1] in ("", "example.org", "example.net", "example.com")
+               for t in table)
+    problems = [resolve_contact(t).problems for t in table]
+    assert sum(1 for p in problems if p) < len(table) * 0.05

@@ -31,9 +31,14 @@ def make_private_dir(path: Path) -> None:
 def write_private(path: Path, data: bytes) -> None:
     """Write `data` to `path` (mode 0600) through a temporary name and a rename."""
     temp = path.with_name(f".{path.name}.part")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.fchmod(fd, 0o600)  # O_CREAT's mode does not apply to an existing file
+        # A new file gets mode 0600 (a umask can only take bits away); O_EXCL makes
+        # sure it is new, so no fchmod is needed: one system call less per e-mail.
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # left by an interrupted run
+        temp.unlink()
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
         view = memoryview(data)
         while view:
             written = os.write(fd, view)
