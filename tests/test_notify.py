@@ -511,6 +511,23 @@ def test_help_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "[dpo]" in capsys.readouterr().out
 
 
+def test_french_and_english_texts_have_the_same_keys() -> None:
+    import tomllib
+
+    def keys(table: dict[str, Any], prefix: str = "") -> set[str]:
+        found = set()
+        for key, value in table.items():
+            found.add(prefix + key)
+            if isinstance(value, dict):
+                found |= keys(value, f"{prefix}{key}.")
+        return found
+
+    french, english = (tomllib.loads((TEMPLATES / f"texts.{lang}.toml").read_text("utf-8"))
+                       for lang in ("fr", "en"))
+    assert keys(french) == keys(english)
+    assert french["meta"]["code"] == "fr" and english["meta"]["code"] == "en"
+
+
 # --------------------------------------------------------------------------- fuzzing
 
 cells = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=40)
