@@ -426,12 +426,13 @@ def test_bad_contact_cells_go_to_errors_csv_never_a_crash(tmp_path: Path) -> Non
             row.values())
 
 
-def test_resumes_after_an_interruption_without_duplicates(checked: Checked,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 1], ids=["one-process", "worker-process"])
+def test_resumes_after_an_interruption_without_duplicates(checked: Checked, tmp_path: Path,
+                                                          workers: int) -> None:
     want = expected_notices(checked)
     total = len(want.emails) + len(want.letters)
     options = NotifyOptions(checked.members, checked.results, tmp_path / "out",
-                            load_config(None), batch_size=5)
+                            load_config(None), batch_size=5, workers=workers, email_chunk=4)
     stop = int(total * 0.6)
     with pytest.raises(Exception, match="stopped after"):
         run_notify(options, interrupt_after=stop)
@@ -439,7 +440,8 @@ def test_resumes_after_an_interruption_without_duplicates(checked: Checked,
     assert 0 < made < len(want.emails)
     assert not (tmp_path / "out" / "report.html").exists()
     tally = run_notify(options)
-    assert tally.resumed >= stop - 5  # the batch open at the interruption is made again
+    # The letter batch and the e-mail chunks open at the interruption are made again.
+    assert tally.resumed >= stop - 5 - 4 * (2 * workers + 2)
     assert {p.name for p in (tmp_path / "out" / "emails").iterdir()} == {
         file_name(ref) for ref in want.emails}
     assert set(letter_index(tmp_path / "out")) == set(want.letters)

@@ -73,6 +73,9 @@ def add_parser(commands: Any) -> argparse.ArgumentParser:
                         help="letters per PDF file (default 500)")
     parser.add_argument("--notify-similar", action="store_true",
                         help="also notify `similar` matches (default: review.csv only)")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="processes making e-mails beside the main one, which reads the "
+                        "files and lays out the letters (default 1; 0: all in one process)")
     parser.add_argument("--restart", action="store_true",
                         help="discard the notices already in DIR and make them again")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -101,8 +104,8 @@ def main(args: argparse.Namespace) -> int:
     if args.show_templates:
         print(Path(__file__).parent / "templates")
         return 0
-    if args.batch_size < 1:
-        _say("--batch-size must be at least 1")
+    if args.batch_size < 1 or args.workers < 0:
+        _say("--batch-size must be at least 1 and --workers at least 0")
         return 2
     if args.members is None or args.results is None or args.out is None:
         _say("give MEMBERS.csv, RESULTS.csv and --out DIR (see --help)")
@@ -116,7 +119,7 @@ def main(args: argparse.Namespace) -> int:
         options = NotifyOptions(
             members=args.members, results=args.results, out=args.out, config=config,
             templates=args.templates, language=args.language, batch_size=args.batch_size,
-            notify_similar=args.notify_similar, restart=args.restart,
+            notify_similar=args.notify_similar, restart=args.restart, workers=args.workers,
             progress=sys.stderr.isatty() and not args.no_progress)
         tally = run_notify(options)
     except (ConfigError, InputError, TemplateError, JournalMismatch) as exc:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import multiprocessing
 import re
 import sys
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -53,6 +55,8 @@ class NotifyOptions:
     notify_similar: bool = False
     restart: bool = False
     progress: bool = False
+    workers: int = 1  # processes making e-mails besides this one (0: all here)
+    email_chunk: int = 500  # e-mails per task handed to a worker process
 
 
 @dataclass
@@ -240,11 +244,11 @@ class _Run:
         if options.restart:
             for old in [*self.emails_dir.glob("*.eml"), *self.letters_dir.glob("batch-*")]:
                 old.unlink()
-        sender = config.sender or config.insurer_email or ""
-        name = config.insurer_name or self.renderer.texts["fr"].insurer
-        self.composer = EmailComposer(f"{name} <{sender}>" if sender and "<" not in sender
-                                      else sender or name, self.journal.run_key,
+        self.composer = EmailComposer(_sender(config, self.renderer), self.journal.run_key,
                                       self.journal.started, self.renderer.qp)
+        self._pool: ProcessPoolExecutor | None = None
+        self._chunk: list[EmailTask] = []
+        self._tasks: deque[Future[list[str]]] = deque()
         fr = self.renderer.texts["fr"]
         self.sender_block = [fr.insurer, *fr.address]
         self.letter_style = LetterStyle()
@@ -282,14 +286,17 @@ class _Run:
                     continue
                 self._notice(item, result, errors)
             self._flush_batch()
+            self._drain()
             for ref in sorted(remaining, key=lambda r: actionable[r].line):
                 _problem(RowProblem("results", actionable[ref].line, ref, "not_in_members"),
                          self.tally, errors)
         except BaseException:
             errors.abandon()
             review.abandon()
+            self._stop_workers()
             self.journal.close()
             raise
+        self._stop_workers()
         errors.close()
         review.close()
         self.journal.close()
@@ -350,18 +357,50 @@ class _Run:
             self.tally.resumed += 1
             return
         began = time.perf_counter()
-        subject, text, html, draft = self.renderer.email(lang, name, result)
-        message = self.composer.compose(
-            ref=result.ref, to_name=name, to_address=address, language=lang,
-            subject=subject, text=text, html=html, draft=draft)
-        self._write_email(target, message)
+        task = (target, name, address, lang, result)
+        if self.options.workers < 1:
+            make_email(self.renderer, self.composer, self.emails_dir, task)
+            self.journal.email_done(target)
+        else:
+            self._chunk.append(task)
+            if len(self._chunk) >= self.options.email_chunk:
+                self._submit()
         self.tally.email_seconds += time.perf_counter() - began
 
-    def _write_email(self, target: str, message: bytes) -> None:
-        # Measured: writer threads did not beat this on 2 shared cores (the file
-        # system's own work is most of the cost; bench/notify_bench.py shows it).
-        write_private(self.emails_dir / target, message)
-        self.journal.email_done(target)
+    def _submit(self) -> None:
+        """Hand the chunk of e-mails to the worker processes; journal finished chunks.
+
+        Rendering an e-mail and creating its file are CPU work (the file system's in
+        the kernel): a second process nearly doubles e-mails/s (bench/notify_bench.py),
+        where writer threads did not help. Workers are started at the first chunk."""
+        if self._chunk:
+            if self._pool is None:
+                self._pool = ProcessPoolExecutor(
+                    self.options.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_start_worker,
+                    initargs=(self.options, self.today, self.journal.run_key,
+                              self.journal.started))
+            self._tasks.append(self._pool.submit(_make_emails, self._chunk))
+            self._chunk = []
+        while self._tasks and (len(self._tasks) > 2 * self.options.workers
+                               or self._tasks[0].done()):
+            self._journal_task()
+
+    def _journal_task(self) -> None:
+        for target in self._tasks.popleft().result():
+            self.journal.email_done(target)
+
+    def _drain(self) -> None:
+        began = time.perf_counter()
+        self._submit()
+        while self._tasks:
+            self._journal_task()
+        self.tally.email_seconds += time.perf_counter() - began
+
+    def _stop_workers(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def _letter(self, result: Result, lang: str, name: str, postal: tuple[str, ...]) -> None:
         self.tally.letters += 1
@@ -408,6 +447,45 @@ class _Run:
         write_private(self.letters_dir / f"{stem}.pdf", pdf)
         self.journal.batch_done(number)
         self.tally.letter_seconds += time.perf_counter() - began
+
+
+EmailTask = tuple[str, str, str, str, Result]  # file name, name, address, language, result
+
+
+def _sender(config: NotifyConfig, renderer: _Renderer) -> str:
+    sender = config.sender or config.insurer_email or ""
+    name = config.insurer_name or renderer.texts["fr"].insurer
+    return f"{name} <{sender}>" if sender and "<" not in sender else sender or name
+
+
+def make_email(renderer: _Renderer, composer: EmailComposer, directory: Path,
+               task: EmailTask) -> None:
+    target, name, address, lang, result = task
+    subject, text, html, draft = renderer.email(lang, name, result)
+    message = composer.compose(ref=result.ref, to_name=name, to_address=address,
+                               language=lang, subject=subject, text=text, html=html,
+                               draft=draft)
+    write_private(directory / target, message)
+
+
+_worker: tuple[_Renderer, EmailComposer, Path] | None = None
+
+
+def _start_worker(options: NotifyOptions, today: dt.date, run_key: bytes,
+                  started: float) -> None:
+    global _worker
+    renderer = _Renderer(options, today)
+    composer = EmailComposer(_sender(options.config, renderer), run_key, started, renderer.qp)
+    _worker = (renderer, composer, options.out / "emails")
+
+
+def _make_emails(tasks: list[EmailTask]) -> list[str]:
+    """In a worker process: make these e-mails; their file names, once all are written."""
+    assert _worker is not None
+    renderer, composer, directory = _worker
+    for task in tasks:
+        make_email(renderer, composer, directory, task)
+    return [task[0] for task in tasks]
 
 
 def _csv_cell(value: str) -> str:
