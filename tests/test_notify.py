@@ -509,6 +509,12 @@ def test_help_and_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "r.csv").write_text("ref,found\n", encoding="utf-8")
     assert notify(tmp_path / "m.csv", tmp_path / "r.csv", "--out", tmp_path / "o") == 2
     assert "contact column" in capsys.readouterr().err
+    (tmp_path / "m.csv").write_text("ref;email\n1;a@example.org\n", encoding="utf-8")
+    (tmp_path / "r.csv").write_text("ref,found,match,sources,exposed,error\n"
+                                    "1,true,strong,viamedis-2024,name,\n", encoding="utf-8")
+    (tmp_path / "a-file").write_text("", encoding="utf-8")
+    assert notify(tmp_path / "m.csv", tmp_path / "r.csv", "--out", tmp_path / "a-file" / "o") == 1
+    assert "cannot write into" in capsys.readouterr().err
     assert client_main(["notify", "--example-config"]) == 0
     assert "[dpo]" in capsys.readouterr().out
 

@@ -128,6 +128,10 @@ def main(args: argparse.Namespace) -> int:
     except (KeyboardInterrupt, Interrupted):
         _say("interrupted; run the same command again to resume without duplicates")
         return 1
+    except OSError as exc:  # a full disk, a folder without write permission...
+        _say(f"cannot write into {args.out} ({exc.strerror or type(exc).__name__}); free "
+             "space or fix permissions, then run the same command again to resume")
+        return 1
     draft = "" if config.present else " (DRAFT: no --config, placeholders to complete)"
     _say(f"{tally.notices:,} notices{draft}: {tally.emails:,} e-mails, {tally.letters:,} "
          f"letters in {tally.batches:,} PDF batches; {tally.review:,} to review; "
