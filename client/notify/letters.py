@@ -105,6 +105,7 @@ class Letter:
     date_line: str
     reference_line: str
     body: str  # the rendered letter.xml.j2
+    sender: Sequence[str] = ()  # the insurer's name and address, in the letter's language
 
 
 class LayoutError(Exception):
@@ -214,7 +215,7 @@ class LetterBatch:
                              height * scale, mask="auto")
             top -= height * scale + 4 * mm
         y = top - 4 * mm
-        for number, line in enumerate(self.sender):
+        for number, line in enumerate(letter.sender or self.sender):
             canvas.setFont(bold if number == 0 else regular, 10 if number == 0 else 9)
             canvas.drawString(MARGIN, y, line)
             y -= 4.2 * mm

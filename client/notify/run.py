@@ -413,6 +413,7 @@ class _Run:
             date_line=texts.notice("date_line", date=self.renderer.dates[lang]),
             reference_line=texts.notice("reference", ref=result.ref),
             body="",
+            sender=[texts.insurer, *texts.address],
         )
         self.batch.append((letter, values))
         if len(self.batch) >= self.options.batch_size:
@@ -431,7 +432,8 @@ class _Run:
             return
         began = time.perf_counter()
         letters = [Letter(letter.ref, letter.recipient, letter.date_line,
-                          letter.reference_line, self.renderer.letter.render(values))
+                          letter.reference_line, self.renderer.letter.render(values),
+                          letter.sender)
                    for letter, values in batch]
         layout = LetterBatch(self.letter_style, self.sender_block, self.options.config.logo,
                              self.renderer.texts["fr"].table["notice"]["page"])
