@@ -247,6 +247,13 @@ class _Run:
         self.composer = EmailComposer(_sender(config, self.renderer), self.journal.run_key,
                                       self.journal.started, self.renderer.qp)
         self._pool: ProcessPoolExecutor | None = None
+        if options.workers > 0:
+            # Forked now, before any progress-bar thread exists; fork rather than spawn
+            # because spawn re-runs the caller's main module, which may not be a file.
+            self._pool = ProcessPoolExecutor(
+                options.workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=_start_worker,
+                initargs=(options, self.today, self.journal.run_key, self.journal.started))
         self._chunk: list[EmailTask] = []
         self._tasks: deque[Future[list[str]]] = deque()
         fr = self.renderer.texts["fr"]
@@ -371,15 +378,10 @@ class _Run:
         """Hand the chunk of e-mails to the worker processes; journal finished chunks.
 
         Rendering an e-mail and creating its file are CPU work (the file system's in
-        the kernel): a second process nearly doubles e-mails/s (bench/notify_bench.py),
-        where writer threads did not help. Workers are started at the first chunk."""
+        the kernel): worker processes share that work, where writer threads did not
+        help (bench/notify_bench.py)."""
         if self._chunk:
-            if self._pool is None:
-                self._pool = ProcessPoolExecutor(
-                    self.options.workers, mp_context=multiprocessing.get_context("spawn"),
-                    initializer=_start_worker,
-                    initargs=(self.options, self.today, self.journal.run_key,
-                              self.journal.started))
+            assert self._pool is not None
             self._tasks.append(self._pool.submit(_make_emails, self._chunk))
             self._chunk = []
         while self._tasks and (len(self._tasks) > 2 * self.options.workers
