@@ -6,10 +6,9 @@ own speed is measured by bench/run.py), then runs notify on the whole file and
 reports, side by side (with one e-mail worker process, the default):
 
 - e-mails/s against the target of 2,000/s: the whole run on the member file with its
-  postal columns emptied (every notice an e-mail; reading, report and all), and the
-  time spent on e-mails in the mixed run; against the ceiling of this file system:
-  creating as many files of the same size the same way (temporary name, rename)
-  with no work at all;
+  postal columns emptied (every notice an e-mail; reading, report and all), against
+  the ceiling of this file system: creating as many files of the same size the same
+  way (temporary name, rename) with no work at all;
 - PDF letters/s against the target of 50/s: the whole run on the member file with its
   e-mail column emptied, and the time spent on letters in the mixed run;
 - the alternatives that were measured to choose: the standard library's
@@ -211,7 +210,6 @@ def main(argv: list[str] | None = None) -> int:
         emails = sorted((out / "emails").iterdir())
         size = sum(p.stat().st_size for p in emails[:200]) // max(1, min(200, len(emails)))
         ceiling = file_ceiling(work / "ceiling", max(1000, min(tally.emails, 20_000)), size)
-        email_rate = tally.emails / max(tally.email_seconds, 1e-9)
         letter_rate = tally.letters / max(tally.letter_seconds, 1e-9)
         figures: dict[str, Any] = {
             "members": tally.members,
@@ -220,7 +218,6 @@ def main(argv: list[str] | None = None) -> int:
             "letter_pages": tally.letter_pages,
             "batches": tally.batches,
             "wall_seconds": round(wall, 1),
-            "emails_per_second": round(email_rate),
             "emails_only_run_emails": only_tally.emails,
             "emails_only_run_seconds": round(only_wall, 1),
             "emails_only_run_per_second": round(only_tally.emails / only_wall),
@@ -228,7 +225,6 @@ def main(argv: list[str] | None = None) -> int:
             "letters_only_run_seconds": round(post_wall, 1),
             "letters_only_run_per_second": round(post_tally.letters / post_wall),
             "email_file_ceiling_per_second": round(ceiling),
-            "emails_vs_file_ceiling": round(email_rate / ceiling, 2),
             "letters_per_second": round(letter_rate),
             "stdlib_emailmessage_per_second": round(stdlib_email_rate(emails[0])),
             "reportlab_platypus_per_letter_per_second": round(platypus_rate()),
@@ -240,30 +236,32 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
+    only_rate = figures["emails_only_run_per_second"]
+    figures["emails_only_vs_file_ceiling"] = round(only_rate / ceiling, 2)
     rows = [
         ("members in the file", f"{figures['members']:,}", ""),
-        ("e-mails/s (render, MIME, write)", f"{figures['emails_per_second']:,}",
-         f"target {TARGET_EMAILS:,.0f}: {email_rate / TARGET_EMAILS:.2f}x"),
-        ("  e-mails only, whole run, e-mails/s", f"{figures['emails_only_run_per_second']:,}",
-         f"{figures['emails_only_run_emails']:,} e-mails in "
-         f"{figures['emails_only_run_seconds']} s, reading and report included: "
-         f"{figures['emails_only_run_per_second'] / TARGET_EMAILS:.2f}x the target"),
+        ("e-mails/s, whole run, every notice an e-mail", f"{only_rate:,}",
+         f"target {TARGET_EMAILS:,.0f}: {only_rate / TARGET_EMAILS:.2f}x "
+         f"({figures['emails_only_run_emails']:,} e-mails in "
+         f"{figures['emails_only_run_seconds']} s, reading and report included)"),
         ("  file system ceiling, files/s", f"{figures['email_file_ceiling_per_second']:,}",
-         f"e-mails at {figures['emails_vs_file_ceiling']:.0%} of it"),
+         f"the run at {only_rate / ceiling:.0%} of it"),
         ("  stdlib EmailMessage, messages/s", f"{figures['stdlib_emailmessage_per_second']:,}",
          "the obvious way, not used"),
-        ("PDF letters/s (shared page forms)", f"{figures['letters_per_second']:,}",
-         f"target {TARGET_LETTERS:.0f}: {letter_rate / TARGET_LETTERS:.1f}x"),
-        ("  letters only, whole run, letters/s", f"{figures['letters_only_run_per_second']:,}",
-         f"{figures['letters_only_run_letters']:,} letters in "
-         f"{figures['letters_only_run_seconds']} s, reading and report included: "
-         f"{figures['letters_only_run_per_second'] / TARGET_LETTERS:.1f}x the target"),
+        ("letters/s, whole run, every notice a letter",
+         f"{figures['letters_only_run_per_second']:,}",
+         f"target {TARGET_LETTERS:.0f}: "
+         f"{figures['letters_only_run_per_second'] / TARGET_LETTERS:.1f}x "
+         f"({figures['letters_only_run_letters']:,} letters in "
+         f"{figures['letters_only_run_seconds']} s)"),
+        ("  letters/s, their lay-out in the mixed run", f"{figures['letters_per_second']:,}",
+         "shared page forms"),
         ("  ReportLab platypus per letter",
          str(figures["reportlab_platypus_per_letter_per_second"]),
          "each letter laid out on its own"),
         ("  WeasyPrint, letters/s", str(figures["weasyprint_letters_per_second"]),
          "not installed" if weasy is None else "same letter as HTML"),
-        ("whole run, seconds", str(figures["wall_seconds"]),
+        ("mixed whole run, seconds", str(figures["wall_seconds"]),
          f"{figures['emails']:,} e-mails, {figures['letters']:,} letters "
          f"({figures['letter_pages']:,} pages, {figures['batches']} PDFs), report"),
         ("load average (1 min)", str(figures["load_average_1min"]), "2 cores"),
