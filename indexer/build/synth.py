@@ -49,8 +49,8 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
-from indexer.build.variants import EDITS, fold, one_edit, sound_alike, split_double, swap_day_month
 from indexer.build.synth_contacts import CONTACT_HEADER, with_contacts
+from indexer.build.variants import EDITS, fold, one_edit, sound_alike, split_double, swap_day_month
 
 __all__ = [
     "ALMERYS_HEADER",
