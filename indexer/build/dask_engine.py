@@ -173,10 +173,10 @@ def shard_slice(spilled: BlockSpill, shard: int) -> npt.NDArray[np.void]:
 
 def build_shard_from_slices(
     generation: Path, shard: int, slices: Sequence[npt.NDArray[np.void]], n_sources: int,
-    error_rate: float,
+    error_rate: float, shard_count: int,
 ) -> ShardResult:
     entries = np.concatenate(slices) if slices else np.empty(0, dtype=SPILL_DTYPE)
-    return write_shard(generation, shard, entries, n_sources, error_rate)
+    return write_shard(generation, shard, entries, n_sources, error_rate, shard_count)
 
 
 # --- the client -------------------------------------------------------------------------
@@ -316,7 +316,7 @@ def _build_generation(
         shard_futures = [
             client.submit(
                 build_shard_from_slices, generation, shard, shard_slices, len(plan.sources),
-                options.bloom_error_rate, key=f"{prefix}-shard-{shard}",
+                options.bloom_error_rate, options.shards, key=f"{prefix}-shard-{shard}",
             )
             for shard, shard_slices in enumerate(slices)
         ]

@@ -48,19 +48,23 @@ from indexer.build.dumps import DumpLayout, detect_layout, iter_blocks, parse_bl
 from indexer.build.executor import InlineExecutor, bounded_map, worker_pool
 from indexer.build.sources import Source, load_sources
 from indexer.core.fingerprint import FINGERPRINT_ALGORITHM, Fingerprinter
-from indexer.core.records import DATA_CLASSES, record_keys
+from indexer.core.records import DATA_CLASSES, NAMESPACES, record_keys
 from indexer.index.bloom import FingerprintBloom
 from indexer.index.generation import new_partial_generation, publish, remove_partials, shard_file
 from indexer.index.manifest import FORMAT, checksum_bytes, write_manifest
 from indexer.index.shards import shard_of
+from indexer.index.similar import similar_shard_files
 
 if TYPE_CHECKING:  # the OPRF stack (ctypes loads libsodium) only when --private is used
     from indexer.build.private import PrivateBuild
 
 __all__ = ["BuildLocked", "BuildOptions", "BuildReport", "build_index"]
 
-# (fingerprint, source index << 8 | class bits): 10 bytes per key in the spill.
+# (fingerprint, source index << 8 | class bits): 10 bytes per key in the spill. The
+# seven data classes leave bit 7 free: it marks an entry of the similar tier.
 SPILL_DTYPE: Final = np.dtype([("fp", "<u8"), ("tag", "<u2")])
+SIMILAR_TAG: Final = 0x80
+CLASS_MASK: Final = 0x7F
 DEFAULT_SHARDS: Final = 64
 MAX_SOURCES: Final = 256
 DEFAULT_ERROR_RATE: Final = 0.01
@@ -182,21 +186,32 @@ def fingerprint_block(
     key_counts: list[int] = []
     row_classes: list[int] = []
     fault_lists: list[list[str]] = []
+    similar: list[str] = []
+    namespaces: list[int] = []
+    similar_counts: list[int] = []
     add_keys, add_count, add_classes = keys.extend, key_counts.append, row_classes.append
+    add_similar_count = similar_counts.append
     malformed = 0
     with _gc_paused():
         for row in parse_block(block, layout):
             if row is None:
                 malformed += 1
                 continue
-            row_keys, classes, row_faults = record_keys(row)
+            before = len(similar)
+            row_keys, classes, row_faults = record_keys(row, similar, namespaces)
             add_keys(row_keys)
             add_count(len(row_keys))
             add_classes(classes)
+            add_similar_count(len(similar) - before)
             if row_faults:
                 fault_lists.append(row_faults)
-        fingerprints = fingerprinter.many(keys)
-    del keys
+        exact = fingerprinter.many(keys)
+        # The similar tier's entries, each under its namespace's mask; they travel in
+        # the same spill, told apart by the SIMILAR_TAG bit of their tag.
+        masks = np.array(fingerprinter.namespace_masks, dtype=np.uint64)
+        tier = fingerprinter.many(similar) ^ masks[np.array(namespaces, dtype=np.intp)]
+    del keys, similar, namespaces
+    fingerprints = np.concatenate([exact, tier])
     faults = Counter(chain.from_iterable(fault_lists))
     if malformed:
         faults["malformed_row"] += malformed
@@ -204,7 +219,10 @@ def fingerprint_block(
     class_bits = np.array(row_classes, dtype=np.uint16)
     entries = np.empty(len(fingerprints), dtype=SPILL_DTYPE)
     entries["fp"] = fingerprints
-    entries["tag"] = np.repeat(class_bits | np.uint16(source_index << 8), counts_per_row)
+    tags = class_bits | np.uint16(source_index << 8)
+    entries["tag"][: len(exact)] = np.repeat(tags, counts_per_row)
+    entries["tag"][len(exact) :] = np.repeat(
+        tags | np.uint16(SIMILAR_TAG), np.array(similar_counts, dtype=np.intp))
     # --shards is at most 4096: as uint16 the stable argsort is a radix sort, ~10x
     # faster than on intp.
     shard = shard_of(fingerprints, shards).astype(np.uint16)
@@ -222,7 +240,7 @@ def fingerprint_block(
         rows=len(row_classes) + malformed,
         indexed=int(np.count_nonzero(counts_per_row)),
         bad_rows=len(fault_lists) + malformed,
-        keys=len(entries),
+        keys=len(exact),
         block_bytes=len(block),
         class_counts=class_counts,
     )
@@ -230,32 +248,60 @@ def fingerprint_block(
 
 # --- pass 2: one shard (runs in worker processes) --------------------------------------
 
-# What a shard pass returns: the shard, its fingerprint count, its files' manifest entries.
-ShardResult = tuple[int, int, dict[str, dict[str, Any]]]
+# What a shard pass returns: the shard, its fingerprint count, its files' manifest
+# entries, and its entry in the manifest's similar tier.
+ShardResult = tuple[int, int, dict[str, dict[str, Any]], dict[str, int]]
 
 
-def _build_shard(generation: Path, shard: int, n_sources: int, error_rate: float) -> ShardResult:
+def _build_shard(
+    generation: Path, shard: int, n_sources: int, error_rate: float, shard_count: int
+) -> ShardResult:
     """Sort, merge and write one shard from its spill; the spill is then deleted."""
     spill_path = generation / "spill" / f"{shard:03d}.bin"
     entries = (
         np.fromfile(spill_path, dtype=SPILL_DTYPE) if spill_path.exists()
         else np.empty(0, dtype=SPILL_DTYPE)
     )
-    result = write_shard(generation, shard, entries, n_sources, error_rate)
+    result = write_shard(generation, shard, entries, n_sources, error_rate, shard_count)
     spill_path.unlink(missing_ok=True)
     return result
 
 
 def write_shard(
     generation: Path, shard: int, entries: npt.NDArray[np.void], n_sources: int,
-    error_rate: float,
+    error_rate: float, shard_count: int,
 ) -> ShardResult:
-    """Sort and merge one shard's spill entries (in any order) and write its files.
+    """Sort and merge one shard's spill entries (in any order) and write its files:
+    those of the exact index and those of the similar tier.
 
     The output depends only on the set of entries, not on their order (a stable sort,
     then an OR per cell): that is what makes the files byte-identical whatever the
     engine, the number of workers and the block size.
     """
+    in_tier = (entries["tag"] & np.uint16(SIMILAR_TAG)) != 0
+    unique, meta = _merged(entries[~in_tier], n_sources)
+    tier_fps, tier_meta = _merged(entries[in_tier], n_sources)
+    del entries, in_tier
+    bloom = FingerprintBloom.build(unique, error_rate)
+    outputs: dict[str, bytes] = {
+        shard_file(shard, "fp"): unique.astype("<u8").tobytes(),
+        shard_file(shard, "meta"): meta.tobytes(),
+        shard_file(shard, "bloom"): _bloom_bytes(bloom),
+    }
+    tier_files, tier_entry = similar_shard_files(
+        shard, tier_fps, tier_meta, shard_count, n_sources)
+    outputs.update(tier_files)
+    files: dict[str, dict[str, Any]] = {}
+    for name, payload in outputs.items():
+        (generation / name).write_bytes(payload)
+        files[name] = {"bytes": len(payload), "xxh3_64": checksum_bytes(payload)}
+    return shard, len(unique), files, tier_entry
+
+
+def _merged(
+    entries: npt.NDArray[np.void], n_sources: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
+    """(unique fingerprints sorted, their meta rows flat) of spill entries."""
     order = np.argsort(entries["fp"], kind="stable")
     fps, tags = entries["fp"][order], entries["tag"][order]
     del entries, order
@@ -267,19 +313,8 @@ def write_shard(
     row = np.cumsum(first, dtype=np.intp) - 1
     cells = row * n_sources + (tags >> 8).astype(np.intp)
     meta = np.zeros(len(unique) * n_sources, dtype=np.uint8)
-    np.bitwise_or.at(meta, cells, (tags & 0xFF).astype(np.uint8))
-    del fps, tags, first, row, cells
-    bloom = FingerprintBloom.build(unique, error_rate)
-    outputs: dict[str, bytes] = {
-        shard_file(shard, "fp"): unique.astype("<u8").tobytes(),
-        shard_file(shard, "meta"): meta.tobytes(),
-        shard_file(shard, "bloom"): _bloom_bytes(bloom),
-    }
-    files: dict[str, dict[str, Any]] = {}
-    for name, payload in outputs.items():
-        (generation / name).write_bytes(payload)
-        files[name] = {"bytes": len(payload), "xxh3_64": checksum_bytes(payload)}
-    return shard, len(unique), files
+    np.bitwise_or.at(meta, cells, (tags & CLASS_MASK).astype(np.uint8))
+    return unique, meta
 
 
 def _bloom_bytes(bloom: FingerprintBloom) -> bytes:
@@ -405,7 +440,8 @@ def _build_generation(
             _progress(
                 bounded_map(
                     executor, _build_shard,
-                    ((generation, shard, len(plan.sources), options.bloom_error_rate)
+                    ((generation, shard, len(plan.sources), options.bloom_error_rate,
+                      options.shards)
                      for shard in range(options.shards)),
                     window=workers * 2,
                 ),
@@ -491,11 +527,12 @@ def _manifest(
     generation: Path, sources: Sequence[Source], counts: Sequence[SourceCounts],
     shard_results: Sequence[ShardResult], fingerprinter: Fingerprinter, options: BuildOptions,
 ) -> dict[str, Any]:
-    ordered = sorted(shard_results)
+    ordered = sorted(shard_results, key=lambda result: result[0])
     files: dict[str, dict[str, Any]] = {}
-    for _, _, shard_files in ordered:
+    for _, _, shard_files, _ in ordered:
         files.update(shard_files)
-    per_shard = [n for _, n, _ in ordered]
+    per_shard = [n for _, n, _, _ in ordered]
+    tier = [entry for _, _, _, entry in ordered]
     return {
         "format": FORMAT,
         "generation": generation.name.removesuffix(".partial"),
@@ -506,6 +543,12 @@ def _manifest(
             "count": options.shards,
             "rule": "((fp >> 32) * count) >> 32",
             "fingerprints": per_shard,
+        },
+        "similar": {
+            "namespaces": NAMESPACES,
+            "entries": sum(entry["entries"] for entry in tier),
+            "layout": "see indexer/index/similar.py",
+            "shards": tier,
         },
         "bloom": {
             "library": "pybloom-live",

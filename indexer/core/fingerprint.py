@@ -41,6 +41,7 @@ PEPPER_ENV: Final = "EXPOSURE_PEPPER_FILE"
 MIN_PEPPER_BYTES: Final = 32
 FINGERPRINT_ALGORITHM: Final = "blake2b-64-keyed"
 _PERSON: Final = b"exposure-fp-v1"
+_NAMESPACES: Final = 4  # records.NAMESPACES
 _HEX_PEPPER: Final = re.compile(rb"[0-9a-fA-F]{64,256}")
 
 Fingerprints = npt.NDArray[np.uint64]
@@ -85,6 +86,16 @@ class Fingerprinter:
         # A one-way tag of the pepper, published in the manifest so that a service
         # started with another pepper refuses to answer rather than saying "not found"
         # to everyone. It reveals nothing: the pepper is 256 random bits.
+        # The similar tier keeps each namespace's entries under the fingerprint XOR a
+        # mask of its own (docs/matching.md): one fingerprint of a weak-form string then
+        # serves the exact index and every namespace, and the masks, derived from the
+        # pepper, keep a stolen index from linking a tier entry to an exact one.
+        self.namespace_masks: tuple[int, ...] = tuple(
+            int.from_bytes(hashlib.blake2b(
+                b"similar-namespace-%d" % namespace, key=key, digest_size=8,
+                person=b"exposure-simns").digest(), "little")
+            for namespace in range(_NAMESPACES)
+        )
         self.key_id = hashlib.blake2b(
             b"key-id", key=key, digest_size=16, person=b"exposure-keyid"
         ).hexdigest()

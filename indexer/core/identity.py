@@ -24,6 +24,8 @@ __all__ = [
     "IdentityError",
     "first_given_name",
     "fold_name",
+    "given_names",
+    "name_parts",
     "normalize_birth_date",
     "normalize_nir",
 ]
@@ -262,13 +264,48 @@ def _fold_unicode(raw: str) -> str:
     return text.translate(_NAME_SEPARATORS)
 
 
-def first_given_name(raw: str, field: str = "first_names") -> str:
-    """The folded first of the given names in a record's first-names field.
+def given_names(raw: str, field: str = "first_names") -> tuple[str, ...]:
+    """The folded given names of a first-names field, in order (record or query).
 
-    `JEAN PIERRE MARIE` and `JEAN, PIERRE` give `JEAN`; a hyphenated composite is
-    one name: `JEAN-PIERRE MARIE` gives `JEANPIERRE`.
+    Given names are separated by blanks, commas or semicolons; a hyphenated composite
+    is one name: `JEAN PIERRE MARIE` and `Jean, Pierre, Marie` give (JEAN, PIERRE,
+    MARIE); `Jean-Pierre Marie` gives (JEANPIERRE, MARIE). At least one name, each
+    valid, else an IdentityError.
     """
-    for token in _GIVEN_NAME_SPLIT.split(raw):
-        if token:
-            return fold_name(token, field)
-    raise IdentityError(field, "required", "The first name is missing.")
+    names = tuple(fold_name(token, field) for token in _GIVEN_NAME_SPLIT.split(raw) if token)
+    if not names:
+        raise IdentityError(field, "required", "The first name is missing.")
+    return names
+
+
+def first_given_name(raw: str, field: str = "first_names") -> str:
+    """The folded first of the given names in a first-names field (`given_names`)."""
+    return given_names(raw, field)[0]
+
+
+# Particles of a compound last name, never a name on their own (`DE LA TOUR`).
+_PARTICLES: Final = frozenset(
+    {"D", "L", "DE", "DU", "DES", "LA", "LE", "LES", "DEL", "DELA", "DI", "DA", "VAN", "VON"}
+)
+_PART_SPLIT: Final = re.compile(f"[\\s,;{re.escape(_DASHES)}]+")
+
+
+def name_parts(raw: str) -> tuple[str, ...]:
+    """The folded parts of a compound name, when it has two or more; else ().
+
+    A name is cut at blanks, commas and dashes: `Dupont-Martin` and `DUPONT MARTIN`
+    give (DUPONT, MARTIN), `JEAN-PIERRE` gives (JEAN, PIERRE). Particles and single
+    letters are not parts (`DE LA TOUR` gives ()). Parts that do not fold to A-Z are
+    left out: this serves `similar` probes, never validation.
+    """
+    parts: list[str] = []
+    for token in _PART_SPLIT.split(raw):
+        if not token:
+            continue
+        try:
+            part = fold_name(token)
+        except IdentityError:
+            continue
+        if len(part) > 1 and part not in _PARTICLES and part not in parts:
+            parts.append(part)
+    return tuple(parts) if len(parts) > 1 else ()

@@ -1,14 +1,19 @@
 """Match keys: the canonical strings a person is indexed and looked up under.
 
 A record is indexed under a *strong* key (NIR + date of birth) and *weak* keys
-(last name + first name + date of birth, once per last name it carries). A query
-builds the same keys from what it was given. Both sides go through this module and
-through `identity`, so a key can only match when the traits really are equivalent.
+(last name + first name + date of birth, for each last name it carries and for its
+first given name and all its given names folded together). A query builds the same
+keys from what it was given. Both sides go through this module and through
+`identity`, so a key can only match when the traits really are equivalent.
 
 The canonical forms are those of docs/design.md §7 (contract: the private-lookup clients
 compute them too):
     strong|<NIR, 15 chars>|<YYYY-MM-DD>
     weak|<folded last name>|<folded first name>|<YYYY-MM-DD>
+A query may add `part|...` keys (the weak form, one part of a compound name or a
+given name other than the first): probes of a `similar` match, never exact ones.
+`similar_probes` derives the other similar probes from a query's keys
+(docs/design.md §3, "Similar matches"; why these: docs/matching.md).
 
 Pure functions, no I/O. Canonical keys are identifiers: never log them.
 """
@@ -16,32 +21,52 @@ Pure functions, no I/O. Canonical keys are identifiers: never log them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Final, Literal
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Final, Literal, NamedTuple
 
-from indexer.core.identity import IdentityError, fold_name, normalize_birth_date, normalize_nir
+from indexer.core.identity import (
+    IdentityError,
+    fold_name,
+    given_names,
+    name_parts,
+    normalize_birth_date,
+    normalize_nir,
+)
 
 __all__ = [
+    "DIFFERENCES",
     "MATCHED_ON",
     "QUERY_FIELDS",
-    "MatchKey",
+    "Difference",
+    "KeyKind",
+    "Level",
+    "Probes",
     "QueryError",
     "QueryMemo",
+    "QueryName",
     "canonical_keys",
-    "key_strength",
-    "parse_query",
+    "deletions",
+    "exact_keys",
+    "key_kind",
+    "query_first_name",
+    "query_last_name",
+    "similar_probes",
     "strong_key",
     "weak_key",
 ]
 
-Strength = Literal["strong", "weak"]
+KeyKind = Literal["strong", "weak", "part"]
+Level = Literal["strong", "weak", "similar"]
+Difference = Literal["spelling", "name_part", "names_swapped", "day_month_swapped"]
+DIFFERENCES: Final[tuple[Difference, ...]] = (
+    "spelling", "name_part", "names_swapped", "day_month_swapped")
+"""The kinds of difference a `similar` match reports, in this order (contract)."""
 QUERY_FIELDS: Final = ("nir", "birth_date", "last_name", "first_name")
 STRONG_FIELDS: Final = ("nir", "birth_date")
 WEAK_FIELDS: Final = ("last_name", "first_name", "birth_date")
-MATCHED_ON: Final[dict[Strength, tuple[str, ...]]] = {
-    "strong": STRONG_FIELDS, "weak": WEAK_FIELDS}
-"""The query fields a key of each strength is made of."""
+MATCHED_ON: Final[dict[KeyKind, tuple[str, ...]]] = {
+    "strong": STRONG_FIELDS, "weak": WEAK_FIELDS, "part": WEAK_FIELDS}
+"""The query fields a key of each kind is made of."""
 MEMO_ENTRIES: Final = 1 << 16
 
 
@@ -53,18 +78,58 @@ def weak_key(last_name: str, first_name: str, birth_date: str) -> str:
     return f"weak|{last_name}|{first_name}|{birth_date}"
 
 
-def key_strength(canonical: str) -> Strength:
-    """The strength of a canonical key, which its form spells out."""
-    return "strong" if canonical.startswith("strong|") else "weak"
+_KINDS: Final[dict[str, KeyKind]] = {"s": "strong", "w": "weak", "p": "part"}
 
 
-@dataclass(frozen=True, slots=True)
-class MatchKey:
-    """One key of a query: its strength, canonical form and the fields it used."""
+def key_kind(canonical: str) -> KeyKind:
+    """The kind of a canonical key, which its form spells out."""
+    return _KINDS[canonical[0]]
 
-    strength: Strength
-    canonical: str
-    matched_on: tuple[str, ...]
+
+def exact_keys(keys: Iterable[str]) -> list[str]:
+    """The strong and weak keys among a query's keys: what a private lookup checks."""
+    return [key for key in keys if key[0] != "p"]
+
+
+class QueryName(NamedTuple):
+    """The normal form of a query's last-name or first-name field.
+
+    `first`: the fold of a last name, the first given name of a first-names field;
+    `whole`: every given name folded together (`Jean Pierre` -> JEANPIERRE; a stray
+    space inside a name folds away this way); `parts`: the other given names and the
+    parts of a compound (`similar` probes, kind `name_part`).
+    """
+
+    first: str
+    whole: str
+    parts: tuple[str, ...]
+
+
+_NO_NAME: Final = QueryName("", "", ())
+
+
+def query_last_name(raw: str, field: str = "last_name") -> QueryName:
+    folded = fold_name(raw, field)
+    return QueryName(folded, folded, name_parts(raw))
+
+
+def query_first_name(raw: str, field: str = "first_name") -> QueryName:
+    """A query's first-names field read as a record's is (docs/design.md §3)."""
+    names = given_names(raw, field)
+    first, whole = names[0], "".join(names)
+    others = dict.fromkeys((*names[1:], *name_parts(raw)))
+    return QueryName(first, whole, tuple(p for p in others if p != first and p != whole))
+
+
+def _name_keys(last: QueryName, first: QueryName, birth_date: str) -> list[str]:
+    """The weak keys of a query's names (first given name, then all of them), then
+    its `part` probes."""
+    keys = [f"weak|{last.first}|{first.first}|{birth_date}"]
+    if first.whole != first.first:
+        keys.append(f"weak|{last.first}|{first.whole}|{birth_date}")
+    keys.extend(f"part|{last.first}|{part}|{birth_date}" for part in first.parts)
+    keys.extend(f"part|{part}|{first.first}|{birth_date}" for part in last.parts)
+    return keys
 
 
 class QueryError(ValueError):
@@ -75,132 +140,116 @@ class QueryError(ValueError):
         self.errors = errors
 
 
-# What a memo table answers for a field that is absent (None) or empty ("").
-_ABSENT: Final[dict[object, str]] = {None: "", "": ""}
-
-
 class QueryMemo:
     """The normalised dates and names of one request's earlier lines, by raw value.
 
     A member file repeats them a lot (a date of birth is shared by thousands of people,
     a name by more), so one bulk request normalises each once. The memo belongs to
     that request and dies with it: nothing keeps an identifier beyond the request
-    (docs/design.md §2). NIRs are never kept: they are unique per person, nothing to reuse.
-    It holds at most `max_entries` values: past that it starts again.
+    (docs/design.md §2). NIRs are never kept: they are unique per person, nothing to
+    reuse. It holds at most `max_entries` values: past that it starts again.
 
-    Each table also maps None (field absent) and "" (field empty) to "" (absent), so
-    that one dictionary read per field answers the fast path of `canonical_keys`.
+    Each table also maps None (field absent) and "" (field empty) to an empty value,
+    so that one dictionary read per field answers the fast path of `canonical_keys`.
     """
 
-    __slots__ = ("_size", "_tables", "birth_dates", "first_names", "last_names", "max_entries")
+    __slots__ = ("_size", "birth_dates", "first_names", "last_names", "max_entries")
 
     def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
         self.max_entries = max_entries
         # Keyed by the raw value as received: only strings (and None) are ever stored,
         # but the fast path looks up whatever the line holds.
-        self.birth_dates: dict[object, str] = dict(_ABSENT)
-        self.last_names: dict[object, str] = dict(_ABSENT)
-        self.first_names: dict[object, str] = dict(_ABSENT)
-        self._tables = {"birth_date": self.birth_dates, "last_name": self.last_names,
-                        "first_name": self.first_names}
+        self.birth_dates: dict[object, str] = {None: "", "": ""}
+        self.last_names: dict[object, QueryName] = {None: _NO_NAME, "": _NO_NAME}
+        self.first_names: dict[object, QueryName] = {None: _NO_NAME, "": _NO_NAME}
         self._size = 0
 
     def __len__(self) -> int:
         """How many values are remembered (the seeded absent ones not counted)."""
         return self._size
 
-    def known(self, name: str, raw: str) -> str | None:
-        """The normalised form of a raw date or name seen earlier, else None."""
-        return self._tables[name].get(raw)
-
-    def normalise(self, name: str, raw: object, today: dt.date | None) -> str | None:
-        """The normal form of a date or name not remembered yet, now remembered; None
-        when it has none (not a string, blank or invalid: the general path says why)."""
-        if type(raw) is not str or not raw.strip():
-            return None
-        try:
-            normal = _normalize_query_field(name, raw, today)
-        except IdentityError:
-            return None
-        self.remember(name, raw, normal)
-        return normal
-
-    def remember(self, name: str, raw: str, normal: str) -> None:
-        """Keep a value not remembered yet."""
+    def _room(self) -> None:
         if self._size >= self.max_entries:
-            for table in self._tables.values():
+            for table in (self.birth_dates, self.last_names, self.first_names):
                 table.clear()
-                table.update(_ABSENT)
+            self.birth_dates.update({None: "", "": ""})
+            self.last_names.update({None: _NO_NAME, "": _NO_NAME})
+            self.first_names.update({None: _NO_NAME, "": _NO_NAME})
             self._size = 0
-        self._tables[name][raw] = normal
         self._size += 1
 
+    def birth_date(self, raw: str, today: dt.date | None) -> str:
+        """The normal form of a date of birth (remembered); raises IdentityError."""
+        known = self.birth_dates.get(raw)
+        if known is None:
+            known = normalize_birth_date(raw, "birth_date", today=today)
+            self._room()
+            self.birth_dates[raw] = known
+        return known
 
-def parse_query(
-    fields: Mapping[str, object], *, today: dt.date | None = None,
-    memo: QueryMemo | None = None,
-) -> list[MatchKey]:
-    """The match keys of a query, strong first.
+    def last_name(self, raw: str) -> QueryName:
+        known = self.last_names.get(raw)
+        if known is None:
+            known = query_last_name(raw)
+            self._room()
+            self.last_names[raw] = known
+        return known
 
-    Empty or blank fields count as absent. Every supplied field must be valid, even
-    when another complete key could be formed: a typo is reported, never ignored.
-    `memo`: as for `canonical_keys`.
-    """
-    keys = []
-    for canonical in canonical_keys(fields, today=today, memo=memo):
-        strength = key_strength(canonical)
-        keys.append(MatchKey(strength, canonical, MATCHED_ON[strength]))
-    return keys
+    def first_name(self, raw: str) -> QueryName:
+        known = self.first_names.get(raw)
+        if known is None:
+            known = query_first_name(raw)
+            self._room()
+            self.first_names[raw] = known
+        return known
 
 
 def canonical_keys(
     fields: Mapping[str, object], *, today: dt.date | None = None,
     memo: QueryMemo | None = None,
 ) -> tuple[str, ...]:
-    """The canonical forms of the match keys of a query, strong first.
+    """The canonical keys of a query: strong, then weak, then `part` probes.
 
-    `parse_query` without the MatchKey objects, for bulk checks: a key's strength and
-    fields follow from its form (`key_strength`, `MATCHED_ON`). Raises QueryError.
+    Empty or blank fields count as absent. Every supplied field must be valid, even
+    when another complete key could be formed: a typo is reported, never ignored.
+    Raises QueryError.
 
     `memo` lets one bulk request reuse the normalised names and dates of its earlier
     lines (see `QueryMemo`); it serves one request, and so one `today`.
     """
     if memo is not None:
-        # The fast path of bulk requests: the date and names are valid (or absent; most
-        # were seen on an earlier line of the request), and so is the NIR if any. It
-        # gives the keys `_parse_fields` gives for the same fields; every other query
-        # (an error, a blank, a value that is not a string) takes that general path,
-        # so errors are the general path's alone.
+        # The fast path of bulk requests: the date and names were seen on an earlier
+        # line of the request (or are absent), and the NIR if any is valid. It gives
+        # the keys the general path gives for the same fields; every other query (an
+        # error, a blank, a value not seen yet) takes that path, which remembers it.
         get = fields.get
-        raw_date, raw_last, raw_first = get("birth_date"), get("last_name"), get("first_name")
         try:
-            birth_date = memo.birth_dates.get(raw_date)
-            last_name = memo.last_names.get(raw_last)
-            first_name = memo.first_names.get(raw_first)
+            birth_date = memo.birth_dates.get(get("birth_date"))
+            last = memo.last_names.get(get("last_name"))
+            first = memo.first_names.get(get("first_name"))
         except TypeError:  # a list or an object, not hashable: an error
-            birth_date = last_name = first_name = None
-        if birth_date is None:
-            birth_date = memo.normalise("birth_date", raw_date, today)
-        if last_name is None:
-            last_name = memo.normalise("last_name", raw_last, today)
-        if first_name is None:
-            first_name = memo.normalise("first_name", raw_first, today)
-        # The f-strings are strong_key and weak_key, inlined: a call each saved per line.
-        if birth_date and last_name is not None and first_name is not None:
+            birth_date = last = first = None
+        if birth_date and last is not None and first is not None:
+            if first.first and last.first:
+                if first.whole == first.first and not (first.parts or last.parts):
+                    weak: Sequence[str] = (f"weak|{last.first}|{first.first}|{birth_date}",)
+                else:
+                    weak = _name_keys(last, first, birth_date)
+            elif first.first or last.first:
+                weak = ()  # half a name key: the general path says which half is missing
+                birth_date = None
+            else:
+                weak = ()
             nir = get("nir")
-            if nir is None or nir == "":
-                if last_name and first_name:
-                    return (f"weak|{last_name}|{first_name}|{birth_date}",)
-            elif type(nir) is str:
+            if birth_date and (nir is None or nir == "") and weak:
+                return tuple(weak)
+            if birth_date and type(nir) is str:
                 try:
                     nir = normalize_nir(nir)
                 except IdentityError:
                     pass
                 else:
-                    if last_name and first_name:
-                        return (f"strong|{nir}|{birth_date}",
-                                f"weak|{last_name}|{first_name}|{birth_date}")
-                    return (f"strong|{nir}|{birth_date}",)
+                    return (f"strong|{nir}|{birth_date}", *weak)
     return _parse_fields(fields, today, memo)
 
 
@@ -217,54 +266,44 @@ def _parse_fields(
             errors.append(IdentityError(name, "invalid_type", "This field must be a string."))
         elif value.strip():
             supplied[name] = value
-    normal: dict[str, str] = {}
+    memo = memo or QueryMemo()
+    nir = birth_date = None
+    last = first = None
     for name, value in supplied.items():
         try:
-            if memo is None or name == "nir":  # NIRs are unique per person: no reuse
-                normal[name] = _normalize_query_field(name, value, today)
-            elif (known := memo.known(name, value)) is not None:
-                normal[name] = known
+            if name == "nir":  # NIRs are unique per person: no reuse
+                nir = normalize_nir(value, name)
+            elif name == "birth_date":
+                birth_date = memo.birth_date(value, today)
+            elif name == "last_name":
+                last = memo.last_name(value)
             else:
-                normal[name] = _normalize_query_field(name, value, today)
-                memo.remember(name, value, normal[name])
+                first = memo.first_name(value)
         except IdentityError as exc:
             errors.append(exc)
     if errors:
         raise QueryError(errors)
-    return _complete_keys(normal)
-
-
-def _normalize_query_field(name: str, value: str, today: dt.date | None) -> str:
-    if name == "nir":
-        return normalize_nir(value, name)
-    if name == "birth_date":
-        return normalize_birth_date(value, name, today=today)
-    # A query first name is folded whole, so "Jean Pierre" and "Jean-Pierre" both
-    # give JEANPIERRE: the record's first given name "JEAN-PIERRE" folds the same.
-    return fold_name(value, name)
-
-
-def _complete_keys(normal: Mapping[str, str]) -> tuple[str, ...]:
     keys: list[str] = []
-    birth_date = normal.get("birth_date")
     if birth_date is not None:
-        if "nir" in normal:
-            keys.append(strong_key(normal["nir"], birth_date))
-        if "last_name" in normal and "first_name" in normal:
-            keys.append(weak_key(normal["last_name"], normal["first_name"], birth_date))
+        if nir is not None:
+            keys.append(strong_key(nir, birth_date))
+        if last is not None and first is not None:
+            keys.extend(_name_keys(last, first, birth_date))
     if keys:
         return tuple(keys)
-    raise QueryError(list(_missing_fields(normal)))
+    raise QueryError(list(_missing_fields(
+        birth_date is not None, nir is not None, last is not None, first is not None)))
 
 
-def _missing_fields(normal: Mapping[str, str]) -> Iterable[IdentityError]:
-    if "birth_date" not in normal:
+def _missing_fields(
+    has_date: bool, has_nir: bool, has_last: bool, has_first: bool
+) -> Iterable[IdentityError]:
+    if not has_date:
         yield IdentityError(
             "birth_date", "required", "The date of birth is needed for every lookup."
         )
-    if "nir" in normal:
+    if has_nir:
         return
-    has_last, has_first = "last_name" in normal, "first_name" in normal
     if has_last and not has_first:
         yield IdentityError("first_name", "required", "Give the first name with the last name.")
     elif has_first and not has_last:
@@ -274,3 +313,94 @@ def _missing_fields(normal: Mapping[str, str]) -> Iterable[IdentityError]:
             "nir", "incomplete_key",
             "Give the social security number, or the last and first names.",
         )
+
+
+# --- similar probes ---------------------------------------------------------------------
+
+# What a probe is looked up as (docs/matching.md). A deletion is looked up in the exact
+# index (the query has a letter too many) and in the similar tier under the same
+# name's deletions (a letter too few, replaced, or two neighbours swapped); the query's
+# own weak key in the similar tier under every namespace; the others in the exact index.
+PROBE_LAST_DELETION: Final = 0
+PROBE_FIRST_DELETION: Final = 1
+PROBE_OWN: Final = 2
+PROBE_SWAPPED: Final = 3
+PROBE_DAY_MONTH: Final = 4  # a weak key with day and month swapped
+PROBE_DAY_MONTH_NIR: Final = 5  # a strong key with day and month swapped
+PROBE_PART: Final = 6
+
+Probes = tuple[list[str], list[int]]
+"""(the strings to fingerprint, in weak or strong form; the PROBE_* kind of each)"""
+
+
+def similar_probes(keys: Sequence[str]) -> Probes:
+    """The probes of a `similar` match for a query given as its canonical keys.
+
+    Each probe embodies one difference of docs/design.md §3, never two: one edit in
+    the last name or in the first given name, names swapped, day and month swapped,
+    one part of a name (the query's `part` keys, and the similar tier's name parts).
+    """
+    probes: list[str] = []
+    kinds: list[int] = []
+    nir = own = whole = None
+    for key in keys:
+        head = key[0]
+        if head == "s":
+            nir = key
+        elif head == "w":
+            if own is None:
+                own = key
+            else:
+                whole = key
+        else:
+            probes.append("weak" + key[4:])
+            kinds.append(PROBE_PART)
+    if nir is not None:
+        _, number, birth_date = nir.split("|")
+        swapped = _day_month_swapped(birth_date)
+        if swapped:
+            probes.append(f"strong|{number}|{swapped}")
+            kinds.append(PROBE_DAY_MONTH_NIR)
+    if own is None:
+        return probes, kinds
+    _, last, first, birth_date = own.split("|")
+    probes.append(own)
+    kinds.append(PROBE_OWN)
+    tail = f"|{first}|{birth_date}"
+    deleted = _deletions(last)
+    probes.extend([f"weak|{name}{tail}" for name in deleted])
+    kinds.extend([PROBE_LAST_DELETION] * len(deleted))
+    head_, tail = f"weak|{last}|", f"|{birth_date}"
+    deleted = _deletions(first)
+    probes.extend([f"{head_}{name}{tail}" for name in deleted])
+    kinds.extend([PROBE_FIRST_DELETION] * len(deleted))
+    given = whole.split("|")[2] if whole is not None else first
+    probes.append(f"weak|{given}|{last}|{birth_date}")
+    kinds.append(PROBE_SWAPPED)
+    swapped = _day_month_swapped(birth_date)
+    if swapped:
+        probes.append(f"weak|{last}|{first}|{swapped}")
+        kinds.append(PROBE_DAY_MONTH)
+    return probes, kinds
+
+
+def deletions(name: str) -> tuple[str, ...]:
+    """The distinct strings `name` gives with one letter deleted (none under 2 letters).
+
+    Two names one edit apart (a letter inserted, deleted or replaced, two neighbours
+    swapped) share one of these or one is the other: what the similar tier relies on.
+    """
+    if len(name) < 2:
+        return ()
+    return tuple(dict.fromkeys([name[:i] + name[i + 1 :] for i in range(len(name))]))
+
+
+_deletions = deletions
+
+
+def _day_month_swapped(birth_date: str) -> str | None:
+    """The date with day and month swapped, when both are at most 12 and differ."""
+    year, month, day = birth_date[:4], birth_date[5:7], birth_date[8:]
+    if month != day and "01" <= day <= "12" and "01" <= month <= "12":
+        return f"{year}-{day}-{month}"
+    return None

@@ -13,21 +13,48 @@ from typing import Final
 from indexer.core.identity import (
     IdentityError,
     first_given_name,
-    fold_name,
     normalize_birth_date,
     normalize_nir,
 )
-from indexer.core.matchkeys import strong_key, weak_key
+from indexer.core.matchkeys import (
+    QueryName,
+    deletions,
+    query_first_name,
+    query_last_name,
+    strong_key,
+)
 
 # Caches for the offline build only: a dump of 33 million people holds ~40,000 distinct
 # dates of birth and far fewer distinct names than rows, and the builder reads the
 # plaintext dumps anyway. The service never calls these (docs/design.md §2: no identifier in a
-# cache): its queries go through `matchkeys.parse_query`, uncached.
+# cache): its queries go through `matchkeys.canonical_keys`, uncached.
 _record_date = lru_cache(maxsize=1 << 16)(partial(normalize_birth_date, query=False))
-_record_name = lru_cache(maxsize=1 << 17)(fold_name)
-_record_first = lru_cache(maxsize=1 << 16)(first_given_name)
+_record_last = lru_cache(maxsize=1 << 17)(query_last_name)
 
-__all__ = ["DATA_CLASSES", "CLASS_BITS", "RecordKeys", "class_names", "record_keys"]
+
+@lru_cache(maxsize=1 << 16)
+def _record_first(raw: str) -> QueryName:
+    """A record's first names read as a query's are; a field with one bad given name
+    still gives its first one, as it always did."""
+    try:
+        return query_first_name(raw, "first_names")
+    except IdentityError:
+        first = first_given_name(raw)
+        return QueryName(first, first, ())
+
+
+_deletions = lru_cache(maxsize=1 << 17)(deletions)
+
+
+__all__ = [
+    "DATA_CLASSES", "CLASS_BITS", "NAMESPACES", "RecordKeys", "class_names", "record_keys",
+]
+
+# The namespaces of the similar tier (docs/matching.md): a record's weak key with one
+# letter of its last name deleted, of its first given name deleted, with another of its
+# given names (or a part of a compound), with a part of its compound last name.
+NS_LAST_DELETION, NS_FIRST_DELETION, NS_FIRST_PART, NS_LAST_PART = range(4)
+NAMESPACES: Final = 4
 
 # Fixed vocabulary, in this order (contract): answers list classes in this order.
 DATA_CLASSES: Final = (
@@ -45,11 +72,19 @@ def class_names(bits: int) -> list[str]:
     return [name for i, name in enumerate(DATA_CLASSES) if bits >> i & 1]
 
 
-def record_keys(row: tuple[str, ...]) -> RecordKeys:
+def record_keys(
+    row: tuple[str, ...], similar: list[str] | None = None,
+    namespaces: list[int] | None = None,
+) -> RecordKeys:
     """Keys, class bits and faults of a row in `dumps.DUMP_FIELDS` order.
 
     (nir, last_name, usage_name, first_names, birth_date, birth_rank, insurer,
     marital_status, tp_guarantee), each already stripped, "" when empty.
+
+    Weak keys: each last name with the first given name, and with all the given names
+    folded together (docs/design.md §3). With `similar` (and `namespaces`), the
+    record's entries of the similar tier are appended there: weak-form strings and
+    the namespace (NS_*) of each.
     """
     nir_raw, last_raw, usage_raw, first_raw, date_raw, rank, insurer, marital, tp = row
     # A class is exposed when the record's field is non-empty, valid or not: a
@@ -90,12 +125,40 @@ def record_keys(row: tuple[str, ...]) -> RecordKeys:
                 if not raw:
                     continue
                 try:
-                    key = weak_key(_record_name(raw), first, birth_date)
+                    last = _record_last(raw)
                 except IdentityError:
                     faults.append(reason)
                     continue
-                if key not in keys:
-                    keys.append(key)
+                key = f"weak|{last.first}|{first.first}|{birth_date}"
+                if key in keys:
+                    continue
+                keys.append(key)
+                if first.whole != first.first:
+                    keys.append(f"weak|{last.first}|{first.whole}|{birth_date}")
+                if similar is not None and namespaces is not None:
+                    _similar_entries(last, first, birth_date, similar, namespaces)
     if not keys:
         faults.append("no_key")
     return keys, classes, faults
+
+
+def _similar_entries(
+    last: QueryName, first: QueryName, birth_date: str, similar: list[str],
+    namespaces: list[int],
+) -> None:
+    name, given = last.first, first.first
+    tail = f"|{given}|{birth_date}"
+    for deleted in _deletions(name):
+        similar.append(f"weak|{deleted}{tail}")
+    head = f"weak|{name}|"
+    tail = f"|{birth_date}"
+    for deleted in _deletions(given):
+        similar.append(f"{head}{deleted}{tail}")
+    for part in first.parts:
+        similar.append(f"{head}{part}{tail}")
+    for part in last.parts:
+        similar.append(f"weak|{part}|{given}|{birth_date}")
+    namespaces += (
+        [NS_LAST_DELETION] * len(_deletions(name)) + [NS_FIRST_DELETION] * len(_deletions(given))
+        + [NS_FIRST_PART] * len(first.parts) + [NS_LAST_PART] * len(last.parts)
+    )

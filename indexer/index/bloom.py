@@ -28,7 +28,14 @@ import numpy as np
 import numpy.typing as npt
 from pybloom_live import BloomFilter
 
-__all__ = ["HEADER_BYTES", "FingerprintBloom", "bloom_positions", "bloom_contains"]
+__all__ = [
+    "HEADER_BYTES",
+    "FingerprintBloom",
+    "bloom_contains",
+    "bloom_has_one",
+    "bloom_positions",
+    "bloom_positions_per_key",
+]
 
 # struct '<dQQQQ': error_rate, num_slices, bits_per_slice, capacity, count
 HEADER_BYTES: Final = struct.calcsize(BloomFilter.FILE_FMT)
@@ -118,3 +125,41 @@ def bloom_contains(
     byte = bits[(positions >> np.uint64(3)).astype(np.intp)]
     hit = (byte >> (positions & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
     return np.asarray(hit.all(axis=1), dtype=np.bool_)
+
+
+def bloom_positions_per_key(keys: U64, bits_per_slice: U64, num_slices: int) -> U64:
+    """`bloom_positions` for keys of filters of different slice sizes (one per key).
+
+    Slice i tests bit (h1 + i * h2) % m of that slice. Rather than a modulo per slice
+    (a 64-bit division per key and slice), the position moves from slice to slice by
+    h2 % m and wraps once at most: the same bits, computed with two divisions a key.
+    """
+    m = bits_per_slice
+    h1 = keys & np.uint64(0xFFFFFFFF)
+    h2 = ((keys >> np.uint64(32)) * np.uint64(_GOLDEN)) >> np.uint64(32) | np.uint64(1)
+    step = h2 % m
+    position = h1 % m
+    positions = np.empty((len(keys), num_slices), dtype=np.uint64)
+    positions[:, 0] = position
+    base = m.copy()  # slice i starts at bit i * m
+    for i in range(1, num_slices):
+        position += step
+        position -= m * (position >= m)
+        positions[:, i] = position + base
+        base += m
+    return positions
+
+
+def bloom_has_one(bits: memoryview, fingerprint: int, num_slices: int, bits_per_slice: int) -> bool:
+    """`fingerprint in bloom` for one fingerprint over the filter's packed bytes, in plain
+    Python (no numpy call: a single lookup would pay more in call overhead)."""
+    m = bits_per_slice
+    h1 = fingerprint & 0xFFFFFFFF
+    h2 = ((((fingerprint >> 32) * _GOLDEN) & _MASK64) >> 32) | 1
+    base = 0
+    for i in range(num_slices):
+        position = (h1 + i * h2) % m + base
+        if not (bits[position >> 3] >> (position & 7)) & 1:
+            return False
+        base += m
+    return True

@@ -1,37 +1,73 @@
-"""From match keys to a verdict: was this person in a breach, and what of theirs leaked.
+"""From canonical keys to a verdict: was this person in a breach, and what of theirs leaked.
 
-One function for one query and for a million: fingerprints are computed for the
-whole batch, looked up in one vectorised call, then each query's keys are read back
-strongest first. For each source the strongest matching key wins and its record's
-data classes are reported (`exposed`); the top-level `match` is the strongest of all.
-Queries come as canonical keys (`matchkeys.canonical_keys`), whose form says their
-strength (`check_one`, `check_keys`), or as MatchKeys (`check`, `check_many`), which
-carry the same.
+One scalar path (`check_one`, a `/v1/check` or the form) and one vectorised path
+(`check_keys`, bulk), both taking a query as its canonical keys
+(`matchkeys.canonical_keys`) and giving the typed answer of docs/design.md §5. First
+the exact keys (strong, weak): for each source the strongest matching key wins and
+its record's data classes are reported (`exposed`); the top-level `match` is the
+strongest of all. Only when no exact key matched, the `similar` probes
+(`matchkeys.similar_probes`) are looked up in the exact index and in the similar tier:
+each probe is one difference, so a similar match never needs two (docs/matching.md).
 
-A handful of keys (one `/v1/check`) is looked up key by key instead (numpy's call
-overhead would cost ten times the lookup). A verdict depends only on which kinds of
-key hit which class bits of which source: a few dozen combinations in practice. Each
-is built once and the same object is returned to every query that has it, as
-`NOT_FOUND` always was: verdicts are read-only. The cache holds class bits and key
-kinds, never a key or a fingerprint.
+A verdict depends only on which kinds of key hit which class bits of which source: a
+few dozen combinations in practice. Each is built once and the same object is
+returned to every query that has it: verdicts are read-only. The cache holds class
+bits and key kinds, never a key or a fingerprint.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from itertools import chain
-from typing import Any, Final, cast
+from typing import Final, NotRequired, TypedDict, cast
 
 import numpy as np
+import numpy.typing as npt
 
-from indexer.core.matchkeys import MATCHED_ON, MatchKey, Strength, key_strength
-from indexer.core.records import class_names
+from indexer.core.matchkeys import (
+    DIFFERENCES,
+    MATCHED_ON,
+    PROBE_DAY_MONTH,
+    PROBE_DAY_MONTH_NIR,
+    PROBE_FIRST_DELETION,
+    PROBE_LAST_DELETION,
+    PROBE_OWN,
+    PROBE_PART,
+    PROBE_SWAPPED,
+    Difference,
+    Level,
+    similar_probes,
+)
+from indexer.core.records import (
+    NS_FIRST_DELETION,
+    NS_FIRST_PART,
+    NS_LAST_DELETION,
+    NS_LAST_PART,
+    class_names,
+)
 from indexer.index.reader import IndexReader
 
-__all__ = ["NOT_FOUND", "Checker", "Verdict"]
+__all__ = ["NOT_FOUND", "Checker", "SourceEntry", "Verdict"]
 
-Verdict = dict[str, Any]
-"""The answer of docs/design.md §5: {"found", "match", "sources": [...]}, ready to serialise."""
+
+class SourceEntry(TypedDict):
+    """One source of a verdict (docs/design.md §5)."""
+
+    id: str
+    title: str
+    breach_date: str
+    matched_on: list[str]
+    exposed: list[str]
+    differences: NotRequired[list[Difference]]
+
+
+class Verdict(TypedDict):
+    """The answer of docs/design.md §5, ready to serialise."""
+
+    found: bool
+    match: Level | None
+    sources: list[SourceEntry]
+
 
 NOT_FOUND: Final[Verdict] = {"found": False, "match": None, "sources": []}
 _EXPOSED: Final = tuple(class_names(bits) for bits in range(256))
@@ -43,11 +79,32 @@ SCALAR_KEYS: Final = 16
 MAX_VERDICTS: Final = 4096
 
 Hits = bytes
-"""A query's hits, the cache key of its verdict: for each of its keys found, in order,
-b"s" (strong) or b"w" (weak) then its class bits per source (a byte each). A verdict
-depends on nothing else, and one bytes object is the cheapest key to build."""
-_TAGS: Final[dict[Strength, bytes]] = {"strong": b"s", "weak": b"w"}
-_STRENGTHS: Final[dict[int, Strength]] = {ord(tag): strength for strength, tag in _TAGS.items()}
+"""A query's hits, the cache key of its verdict: for each hit, a tag byte (below) then
+its class bits per source (a byte each). A verdict depends on nothing else, and one
+bytes object is the cheapest key to build."""
+
+# Tags: the exact kinds, then one per difference (weak fields), then day and month
+# swapped under the NIR (strong fields).
+_STRONG, _WEAK = ord("s"), ord("w")
+_SPELLING, _NAME_PART, _SWAPPED, _DAY_MONTH, _DAY_MONTH_NIR = b"12345"
+_EXACT_TAGS: Final = {"s": b"s", "w": b"w"}
+_DIFFERENCE_OF: Final[dict[int, Difference]] = {
+    _SPELLING: "spelling", _NAME_PART: "name_part", _SWAPPED: "names_swapped",
+    _DAY_MONTH: "day_month_swapped", _DAY_MONTH_NIR: "day_month_swapped",
+}
+# Where each probe kind is looked up: its tag in the exact index (None: not there), and
+# the (namespace, tag) pairs it is looked up under in the similar tier.
+_EXACT_TAG_OF_PROBE: Final[dict[int, int | None]] = {
+    PROBE_LAST_DELETION: _SPELLING, PROBE_FIRST_DELETION: _SPELLING, PROBE_OWN: None,
+    PROBE_SWAPPED: _SWAPPED, PROBE_DAY_MONTH: _DAY_MONTH, PROBE_DAY_MONTH_NIR: _DAY_MONTH_NIR,
+    PROBE_PART: _NAME_PART,
+}
+_TIER_OF_PROBE: Final[dict[int, tuple[tuple[int, int], ...]]] = {
+    PROBE_LAST_DELETION: ((NS_LAST_DELETION, _SPELLING),),
+    PROBE_FIRST_DELETION: ((NS_FIRST_DELETION, _SPELLING),),
+    PROBE_OWN: ((NS_LAST_DELETION, _SPELLING), (NS_FIRST_DELETION, _SPELLING),
+                (NS_FIRST_PART, _NAME_PART), (NS_LAST_PART, _NAME_PART)),
+}
 
 Found = Iterable[tuple[int, int, bytes]]
 """The keys found: (query number, position among all the keys, class bits), ascending."""
@@ -59,38 +116,52 @@ class Checker:
     def __init__(self, reader: IndexReader) -> None:
         self.reader = reader
         self._source_heads = [
-            {"id": s.id, "title": s.title, "breach_date": s.breach_date} for s in reader.sources
+            (s.id, s.title, s.breach_date) for s in reader.sources
         ]
+        self._masks = reader.fingerprinter.namespace_masks
         self._verdicts: dict[Hits, Verdict] = {}
 
-    def check(self, keys: Sequence[MatchKey]) -> Verdict:
-        return self.check_one([key.canonical for key in keys])
-
     def check_one(self, keys: Sequence[str]) -> Verdict:
-        """The verdict of one query given as canonical keys, strongest first: what a
-        `/v1/check` calls. `check_keys` for a single query, key by key, without its
-        bookkeeping of which key belongs to which query."""
+        """The verdict of one query given as its canonical keys: what a `/v1/check`
+        and the form call. Key by key, without numpy."""
         one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
         hits = b""
         for canonical in keys:
+            if canonical[0] == "p":  # the `part` probes come last: similar only
+                break
             row = one(fingerprint(canonical))
             if row is not None:
-                hits += _TAGS[key_strength(canonical)] + row
-        return self._cached_verdict(hits) if hits else NOT_FOUND
+                hits += _EXACT_TAGS[canonical[0]] + row
+        if hits:
+            return self._cached_verdict(hits)
+        return self._similar_one(keys)
 
-    def check_many(self, queries: Sequence[Sequence[MatchKey]]) -> list[Verdict]:
-        return self.check_keys([[key.canonical for key in keys] for keys in queries])
+    def _similar_one(self, keys: Sequence[str]) -> Verdict:
+        one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
+        tier, masks = self.reader.similar.one, self._masks
+        found: list[bytes] = []
+        for probe, kind in zip(*similar_probes(keys), strict=True):
+            fp = fingerprint(probe)
+            tag = _EXACT_TAG_OF_PROBE[kind]
+            if tag is not None and (row := one(fp)) is not None:
+                found.append(bytes((tag,)) + row)
+            for namespace, tier_tag in _TIER_OF_PROBE.get(kind, ()):
+                if (row := tier(fp ^ masks[namespace])) is not None:
+                    found.append(bytes((tier_tag,)) + row)
+        return self._cached_verdict(b"".join(sorted(found))) if found else NOT_FOUND
 
     def check_keys(self, queries: Sequence[Sequence[str]]) -> list[Verdict]:
-        """The verdicts of queries given as canonical keys (`matchkeys.canonical_keys`).
-
-        What bulk checks call: the keys' strengths follow from their form, so no
-        MatchKey is built.
-        """
-        keys = list(chain.from_iterable(queries))
+        """The verdicts of many queries given as their canonical keys: what bulk
+        checks call. Vectorised: one fingerprint call and one lookup call a pass."""
+        # The `part` probes come last in a query's keys, and few queries have any.
+        exact = [
+            query if not query or query[-1][0] != "p" else [k for k in query if k[0] != "p"]
+            for query in queries
+        ]
+        keys = list(chain.from_iterable(exact))
         if len(keys) <= SCALAR_KEYS:
             return [self.check_one(query) for query in queries]
-        found = self._found_vectorised(queries, keys)
+        found = self._found_vectorised(exact, keys)
         verdicts: list[Verdict] = [NOT_FOUND] * len(queries)
         cached = self._cached_verdict
         owner, hits = -1, b""
@@ -99,9 +170,12 @@ class Checker:
                 if hits:
                     verdicts[owner] = cached(hits)
                 owner, hits = query, b""
-            hits += _TAGS[key_strength(keys[position])] + row
+            hits += _EXACT_TAGS[keys[position][0]] + row
         if hits:
             verdicts[owner] = cached(hits)
+        missing = [i for i, verdict in enumerate(verdicts) if verdict is NOT_FOUND]
+        if missing:
+            self._similar_many(queries, missing, verdicts)
         return verdicts
 
     def _found_vectorised(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
@@ -109,10 +183,49 @@ class Checker:
         # The query of each key found: the first whose keys end past its position.
         ends = np.fromiter(map(len, queries), dtype=np.intp, count=len(queries)).cumsum()
         owners: list[int] = ends.searchsorted(positions, side="right").tolist()
-        # Each row as one bytes object, without a Python loop: a row is a void scalar.
-        rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.shape[1])))
-        return zip(owners, positions.tolist(), cast(list[bytes], rows.ravel().tolist()),
-                   strict=True)
+        return zip(owners, positions.tolist(), _rows_as_bytes(table), strict=True)
+
+    def _similar_many(
+        self, queries: Sequence[Sequence[str]], missing: list[int], verdicts: list[Verdict]
+    ) -> None:
+        """Fill in the verdicts of the `missing` queries from their similar probes."""
+        probes: list[str] = []
+        kinds: list[int] = []
+        counts: list[int] = []
+        for index in missing:
+            query_probes, query_kinds = similar_probes(queries[index])
+            probes += query_probes
+            kinds += query_kinds
+            counts.append(len(query_kinds))
+        fps = self.reader.fingerprinter.many(probes)
+        kind = np.array(kinds, dtype=np.intp)
+        owner = np.repeat(np.array(missing, dtype=np.intp), counts)
+        exact_tag = np.array(
+            [-1 if t is None else t for _, t in sorted(_EXACT_TAG_OF_PROBE.items())],
+            dtype=np.intp)[kind]
+        # Lookups: (fingerprints, owners, tags) per place looked up.
+        in_exact = np.flatnonzero(exact_tag >= 0)
+        batches = [(self.reader.lookup_hits, fps[in_exact], owner[in_exact],
+                    exact_tag[in_exact])]
+        tier_fps, tier_owner, tier_tag = [], [], []
+        for probe_kind, places in _TIER_OF_PROBE.items():
+            chosen = np.flatnonzero(kind == probe_kind)
+            for namespace, tag in places:
+                tier_fps.append(fps[chosen] ^ np.uint64(self._masks[namespace]))
+                tier_owner.append(owner[chosen])
+                tier_tag.append(np.full(len(chosen), tag, dtype=np.intp))
+        batches.append((self.reader.similar.hits, np.concatenate(tier_fps),
+                        np.concatenate(tier_owner), np.concatenate(tier_tag)))
+        found: dict[int, list[bytes]] = {}
+        for lookup, batch_fps, batch_owner, batch_tag in batches:
+            positions, rows = lookup(batch_fps)
+            for query, tag, row in zip(batch_owner[positions].tolist(),
+                                       batch_tag[positions].tolist(),
+                                       _rows_as_bytes(rows), strict=True):
+                found.setdefault(query, []).append(bytes((tag,)) + row)
+        cached = self._cached_verdict
+        for query, hits in found.items():
+            verdicts[query] = cached(b"".join(sorted(hits)))
 
     def _cached_verdict(self, hits: Hits) -> Verdict:
         verdict = self._verdicts.get(hits)
@@ -123,24 +236,52 @@ class Checker:
         return verdict
 
     def _verdict(self, hits: Hits) -> Verdict:
-        # Keys come strongest first (parse_query's order), so the first key that hits a
-        # source is the strongest match for it.
-        by_source: dict[int, dict[str, Any]] = {}
-        best: str | None = None
+        # Exact keys come strongest first (canonical_keys' order), so the first key that
+        # hits a source is the strongest match for it. Similar hits come only when no
+        # exact key hit, sorted by tag: a source lists every difference that found it.
+        by_source: dict[int, SourceEntry] = {}
+        best: Level | None = None
         width = 1 + self.reader.n_sources
         for start in range(0, len(hits), width):
-            strength = _STRENGTHS[hits[start]]
+            tag = hits[start]
             for source, bits in enumerate(hits[start + 1 : start + width]):
-                if bits and source not in by_source:
-                    by_source[source] = {
-                        **self._source_heads[source],
-                        "matched_on": list(MATCHED_ON[strength]),
-                        "exposed": _EXPOSED[bits],
-                    }
-                    if best != "strong":
-                        best = strength
+                if not bits:
+                    continue
+                entry = by_source.get(source)
+                if tag in (_STRONG, _WEAK):
+                    if entry is None:
+                        by_source[source] = self._entry(
+                            source, "strong" if tag == _STRONG else "weak", bits)
+                        if best != "strong":
+                            best = "strong" if tag == _STRONG else "weak"
+                    continue
+                difference = _DIFFERENCE_OF[tag]
+                if entry is None:
+                    entry = by_source[source] = self._entry(
+                        source, "strong" if tag == _DAY_MONTH_NIR else "weak", bits)
+                    entry["differences"] = []
+                    best = best or "similar"
+                if difference not in entry["differences"]:
+                    entry["differences"].append(difference)
+        for entry in by_source.values():
+            if "differences" in entry:
+                entry["differences"].sort(key=DIFFERENCES.index)
         return {
             "found": True,
             "match": best,
             "sources": [by_source[s] for s in sorted(by_source)],
         }
+
+    def _entry(self, source: int, kind: str, bits: int) -> SourceEntry:
+        source_id, title, breach_date = self._source_heads[source]
+        return {
+            "id": source_id, "title": title, "breach_date": breach_date,
+            "matched_on": list(MATCHED_ON["strong" if kind == "strong" else "weak"]),
+            "exposed": _EXPOSED[bits],
+        }
+
+
+def _rows_as_bytes(table: npt.NDArray[np.uint8]) -> list[bytes]:
+    """Each row as one bytes object, without a Python loop: a row is a void scalar."""
+    rows = np.ascontiguousarray(table).view(np.dtype((np.void, table.shape[1])))
+    return cast(list[bytes], rows.ravel().tolist())

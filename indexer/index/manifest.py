@@ -24,6 +24,7 @@ import xxhash
 from indexer.index.bloom import HEADER_BYTES, FingerprintBloom
 from indexer.index.generation import MANIFEST, SHARD_KINDS, shard_file
 from indexer.index.shards import shard_of
+from indexer.index.similar import SIMILAR_KINDS, verify_similar_shard
 
 __all__ = [
     "FORMAT",
@@ -36,7 +37,8 @@ __all__ = [
     "write_manifest",
 ]
 
-FORMAT: Final = "exposure-index/1"
+# 2: the first-name weak keys and the similar tier (docs/matching.md).
+FORMAT: Final = "exposure-index/2"
 SELF_CHECKSUM: Final = "manifest_xxh3_64"
 _READ_CHUNK: Final = 8 << 20
 _ZEROS: Final = "0" * 16
@@ -181,6 +183,17 @@ def _check_shapes(manifest: dict[str, Any]) -> None:
     bloom = manifest["bloom"]
     if not isinstance(bloom, dict) or not isinstance(bloom.get("error_rate"), float):
         raise ValueError("bloom.error_rate is not a number")
+    similar = manifest.get("similar")
+    if not isinstance(similar, dict) or not isinstance(similar.get("shards"), list) or len(
+            similar["shards"]) != count:
+        raise ValueError("similar.shards is not a list of one entry per shard")
+    for entry in similar["shards"]:
+        if not isinstance(entry, dict):
+            raise ValueError("a similar shard entry is not an object")
+        for key in ("entries", "bucket_bits", "row_bits", "rows"):
+            _int(entry.get(key), f"similar.shards[].{key}")
+        if entry["bucket_bits"] > 24 or not 1 <= entry["row_bits"] <= 12:
+            raise ValueError("a similar shard's bucket or row bits are out of range")
 
 
 def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
@@ -196,7 +209,8 @@ def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
         return [str(exc)]
     faults: list[str] = []
     expected = {
-        shard_file(i, kind) for i in range(manifest["shards"]["count"]) for kind in SHARD_KINDS
+        shard_file(i, kind) for i in range(manifest["shards"]["count"])
+        for kind in (*SHARD_KINDS, *SIMILAR_KINDS)
     }
     listed = set(manifest["files"])
     if listed != expected:
@@ -215,6 +229,8 @@ def verify_generation(generation: Path, *, deep: bool = True) -> list[str]:
     n_sources = len(manifest["sources"])
     for shard in range(manifest["shards"]["count"]):
         faults.extend(_verify_shard(generation, manifest, shard, n_sources, deep))
+        faults.extend(verify_similar_shard(
+            generation, shard, manifest["similar"]["shards"][shard], n_sources))
     return faults
 
 

@@ -26,12 +26,17 @@ import numpy.typing as npt
 
 from indexer.core.fingerprint import Fingerprinter
 
-# The double-hashing constants of the Bloom filter: lookup_one must test the very bits
-# that bloom.bloom_positions sets.
-from indexer.index.bloom import _GOLDEN, _MASK64, HEADER_BYTES, FingerprintBloom, bloom_contains
+from indexer.index.bloom import (
+    HEADER_BYTES,
+    FingerprintBloom,
+    bloom_contains,
+    bloom_has_one,
+    bloom_positions_per_key,
+)
 from indexer.index.generation import current_generation, shard_file
 from indexer.index.manifest import ManifestError, load_manifest, verify_generation
-from indexer.index.shards import shard_of
+from indexer.index.shards import shard_of, shard_of_one
+from indexer.index.similar import SimilarShard, SimilarTier
 
 __all__ = ["IndexError_", "IndexReader", "KeyMismatch", "SourceInfo"]
 
@@ -121,6 +126,11 @@ class IndexReader:
         self._shards = [self._open_shard(i) for i in range(self.shard_count)]
         self._bits_per_slice = np.array(
             [shard.bits_per_slice for shard in self._shards], dtype=np.uint64
+        )
+        self.similar = SimilarTier(
+            [SimilarShard.open(generation, i, entry, self.n_sources, self._maps)
+             for i, entry in enumerate(manifest["similar"]["shards"])],
+            self.shard_count, self.n_sources,
         )
         slice_counts = {shard.num_slices for shard in self._shards}
         self._num_slices = slice_counts.pop() if len(slice_counts) == 1 else None
@@ -223,26 +233,9 @@ class IndexReader:
     def _bloom_maybe(
         self, keys: npt.NDArray[np.uint64], ids: npt.NDArray[np.intp], num_slices: int
     ) -> npt.NDArray[np.bool_]:
-        """`key in bloom` for keys sorted by shard (`ids`), as `bloom.bloom_contains`.
-
-        Slice i of a key's shard tests bit (h1 + i * h2) % m of that slice. Rather than
-        a modulo per slice (a 64-bit division per key and slice), the position moves
-        from slice to slice by h2 % m and wraps once at most: the same bits, computed
-        with two divisions per key.
-        """
-        m = self._bits_per_slice[ids]
-        h1 = keys & np.uint64(0xFFFFFFFF)
-        h2 = ((keys >> np.uint64(32)) * np.uint64(_GOLDEN)) >> np.uint64(32) | np.uint64(1)
-        step = h2 % m
-        position = h1 % m
-        positions = np.empty((len(keys), num_slices), dtype=np.uint64)
-        positions[:, 0] = position
-        base = m.copy()  # slice i starts at bit i * m
-        for i in range(1, num_slices):
-            position += step
-            position -= m * (position >= m)
-            positions[:, i] = position + base
-            base += m
+        """`key in bloom` for keys sorted by shard (`ids`), as `bloom.bloom_contains`:
+        the positions for the whole batch at once, then a gather per shard."""
+        positions = bloom_positions_per_key(keys, self._bits_per_slice[ids], num_slices)
         offsets = (positions >> np.uint64(3)).astype(np.intp)
         octets = np.zeros(offsets.shape, dtype=np.uint8)
         for shard_id, start, end in _groups(ids):
@@ -261,19 +254,11 @@ class IndexReader:
         if not _SCALAR_OK:
             row = self.lookup(np.array([fingerprint], dtype=np.uint64))[0]
             return row.tobytes() if row.any() else None
-        shard = self._shards[((fingerprint >> 32) * self.shard_count) >> 32]
+        shard = self._shards[shard_of_one(fingerprint, self.shard_count)]
         fps = shard.fingerprint_view
-        if not len(fps):
+        if not len(fps) or not bloom_has_one(
+                shard.bloom_view, fingerprint, shard.num_slices, shard.bits_per_slice):
             return None
-        bits, m = shard.bloom_view, shard.bits_per_slice
-        h1 = fingerprint & 0xFFFFFFFF
-        h2 = ((((fingerprint >> 32) * _GOLDEN) & _MASK64) >> 32) | 1
-        base = 0
-        for i in range(shard.num_slices):
-            position = (h1 + i * h2) % m + base
-            if not (bits[position >> 3] >> (position & 7)) & 1:
-                return None
-            base += m
         where = bisect_left(fps, fingerprint)
         if where == len(fps) or fps[where] != fingerprint:
             return None
