@@ -1,6 +1,7 @@
 """Private lookups, the client side (docs/design.md §7): check an identity without showing it.
 
-Each key of a query (the same `parse_query` as the service) is bucketed, blinded and
+Each key of a query (the same `canonical_keys` as the service, its strong
+and weak keys) is bucketed, blinded and
 sent as (bucket, blinded element); the answer is finalized and looked for among the
 bucket's entries. It says found or not and the key's strength, never the source.
 Batches are shuffled so a person's two buckets are not sent side by side. Why, and the
@@ -17,7 +18,13 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal
 
-from indexer.core.matchkeys import MatchKey, QueryError, parse_query
+from indexer.core.matchkeys import (
+    MATCHED_ON,
+    QueryError,
+    canonical_keys,
+    exact_keys,
+    key_kind,
+)
 from indexer.private import oprf
 from indexer.private.params import MODE, PrivateParams
 
@@ -99,8 +106,8 @@ def params_from_json(body: object) -> PrivateParams:
 @dataclass(frozen=True, slots=True)
 class _Blinded:
     query: int  # position of the query in its window
-    rank: int  # position of the key in parse_query's order (0 = strongest)
-    key: MatchKey
+    rank: int  # position of the key in canonical_keys' order (0 = strongest)
+    key: str  # a canonical strong or weak key
     bucket: int
     blind: bytes
     blinded: bytes
@@ -191,7 +198,9 @@ class PrivateChecker:
             if hit.query not in best or hit.rank < best[hit.query].rank:
                 best[hit.query] = hit
         for index, hit in best.items():
-            outcomes[index] = PrivateVerdict(True, hit.key.strength, hit.key.matched_on)
+            strong = key_kind(hit.key) == "strong"
+            outcomes[index] = PrivateVerdict(
+                True, "strong" if strong else "weak", MATCHED_ON["strong" if strong else "weak"])
         return outcomes
 
     def _blind_all(
@@ -201,14 +210,16 @@ class PrivateChecker:
         blinded: list[_Blinded] = []
         for index, fields in enumerate(queries):
             try:
-                keys = parse_query(fields, today=self._today)
+                # Strong and weak keys only: private mode does not answer `similar`
+                # (docs/design.md §7; docs/matching.md says why).
+                keys = exact_keys(canonical_keys(fields, today=self._today))
             except QueryError as exc:
                 outcomes.append(exc)
                 continue
             outcomes.append(NOT_FOUND)
             for rank, key in enumerate(keys):
-                blind, element = oprf.blind(key.canonical.encode("utf-8"))
-                bucket = oprf.bucket_of(key.canonical, params.bucket_bits)
+                blind, element = oprf.blind(key.encode("utf-8"))
+                bucket = oprf.bucket_of(key, params.bucket_bits)
                 blinded.append(_Blinded(index, rank, key, bucket, blind, element))
         return outcomes, blinded
 
@@ -225,7 +236,7 @@ class PrivateChecker:
                 raise PrivateClientError("the service's answer does not have one item per item")
             for sent, item in zip(chunk, items, strict=True):
                 evaluated, entries = _read_item(item, params)
-                output = oprf.finalize(sent.key.canonical.encode("utf-8"), sent.blind, evaluated)
+                output = oprf.finalize(sent.key.encode("utf-8"), sent.blind, evaluated)
                 if output[:width] in entries:
                     hits.append(sent)
         return hits

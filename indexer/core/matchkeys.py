@@ -266,7 +266,6 @@ def _parse_fields(
             errors.append(IdentityError(name, "invalid_type", "This field must be a string."))
         elif value.strip():
             supplied[name] = value
-    memo = memo or QueryMemo()
     nir = birth_date = None
     last = first = None
     for name, value in supplied.items():
@@ -274,11 +273,12 @@ def _parse_fields(
             if name == "nir":  # NIRs are unique per person: no reuse
                 nir = normalize_nir(value, name)
             elif name == "birth_date":
-                birth_date = memo.birth_date(value, today)
+                birth_date = (normalize_birth_date(value, name, today=today) if memo is None
+                              else memo.birth_date(value, today))
             elif name == "last_name":
-                last = memo.last_name(value)
+                last = query_last_name(value) if memo is None else memo.last_name(value)
             else:
-                first = memo.first_name(value)
+                first = query_first_name(value) if memo is None else memo.first_name(value)
         except IdentityError as exc:
             errors.append(exc)
     if errors:
@@ -364,16 +364,22 @@ def similar_probes(keys: Sequence[str]) -> Probes:
     if own is None:
         return probes, kinds
     _, last, first, birth_date = own.split("|")
-    probes.append(own)
-    kinds.append(PROBE_OWN)
+    # A letter deleted at each position; a doubled letter gives the same string twice,
+    # looked up twice: cheaper than removing the repeats.
     tail = f"|{first}|{birth_date}"
-    deleted = _deletions(last)
-    probes.extend([f"weak|{name}{tail}" for name in deleted])
-    kinds.extend([PROBE_LAST_DELETION] * len(deleted))
+    last_deleted = [f"weak|{last[:i]}{last[i + 1:]}{tail}" for i in range(len(last))]
     head_, tail = f"weak|{last}|", f"|{birth_date}"
-    deleted = _deletions(first)
-    probes.extend([f"{head_}{name}{tail}" for name in deleted])
-    kinds.extend([PROBE_FIRST_DELETION] * len(deleted))
+    first_deleted = [f"{head_}{first[:i]}{first[i + 1:]}{tail}" for i in range(len(first))]
+    if len(last) < 2:
+        last_deleted = []
+    if len(first) < 2:
+        first_deleted = []
+    probes.append(own)
+    probes += last_deleted
+    probes += first_deleted
+    kinds.append(PROBE_OWN)
+    kinds += [PROBE_LAST_DELETION] * len(last_deleted)
+    kinds += [PROBE_FIRST_DELETION] * len(first_deleted)
     given = whole.split("|")[2] if whole is not None else first
     probes.append(f"weak|{given}|{last}|{birth_date}")
     kinds.append(PROBE_SWAPPED)

@@ -25,7 +25,6 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.core.fingerprint import Fingerprinter
-
 from indexer.index.bloom import (
     HEADER_BYTES,
     FingerprintBloom,

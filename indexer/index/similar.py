@@ -54,7 +54,9 @@ def _bucket_bits(entries: int, shard_count: int) -> int:
     return min(bits, 32 - int(np.ceil(np.log2(shard_count))) if shard_count > 1 else 32, 24)
 
 
-def _buckets(fps: npt.NDArray[np.uint64], shard_count: int, bucket_bits: int) -> npt.NDArray[np.intp]:
+def _buckets(
+    fps: npt.NDArray[np.uint64], shard_count: int, bucket_bits: int
+) -> npt.NDArray[np.intp]:
     if not bucket_bits:
         return np.zeros(len(fps), dtype=np.intp)
     fraction = ((fps >> np.uint64(32)) * np.uint64(shard_count)) & np.uint64(0xFFFFFFFF)
@@ -180,7 +182,8 @@ class SimilarTier:
         where = bisect_left(values, low << row_bits, lo, hi)
         if where == hi or values[where] >> row_bits != low:
             return None
-        return shard.rows[values[where] & ((1 << row_bits) - 1)].tobytes()
+        row: bytes = shard.rows[values[where] & ((1 << row_bits) - 1)].tobytes()
+        return row
 
     def hits(
         self, fingerprints: npt.NDArray[np.uint64]

@@ -192,13 +192,26 @@
     return text;
   }
 
+  // Python's `[\s,;]+` on str (str.isspace, then the comma and the semicolon).
+  var GIVEN_NAME_SPLIT = /[\t\n\v\f\r \x1c-\x1f\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000,;]+/;
+
+  /** indexer.core.matchkeys.query_first_name: the first given name and all of them
+   *  folded together (several given names, a hyphenated composite being one). */
+  function givenNames(raw, field) {
+    var names = raw.split(GIVEN_NAME_SPLIT).filter(function (token) { return token; })
+      .map(function (token) { return foldName(token, field); });
+    if (!names.length) throw new FieldError(field, "required");
+    return { first: names[0], whole: names.join("") };
+  }
+
   function normalizeQueryField(name, value, today) {
     if (name === "nir") return normalizeNir(value, name);
     if (name === "birth_date") return normalizeBirthDate(value, name, today);
-    return foldName(value, name); // a query first name is folded whole, as on the server
+    if (name === "first_name") return givenNames(value, name);
+    return foldName(value, name);
   }
 
-  /** indexer.matchkeys.parse_query: the canonical keys, strong first, or a QueryError. */
+  /** indexer.core.matchkeys.canonical_keys (its strong and weak keys), or a QueryError. */
   function parseQuery(fields, today) {
     var supplied = {};
     var errors = [];
@@ -231,9 +244,13 @@
                     matched_on: ["nir", "birth_date"] });
       }
       if (normal.last_name !== undefined && normal.first_name !== undefined) {
-        keys.push({ strength: "weak",
-                    canonical: "weak|" + normal.last_name + "|" + normal.first_name + "|" + date,
-                    matched_on: ["last_name", "first_name", "birth_date"] });
+        var firsts = [normal.first_name.first];
+        if (normal.first_name.whole !== normal.first_name.first) firsts.push(normal.first_name.whole);
+        firsts.forEach(function (first) {
+          keys.push({ strength: "weak",
+                      canonical: "weak|" + normal.last_name + "|" + first + "|" + date,
+                      matched_on: ["last_name", "first_name", "birth_date"] });
+        });
       }
     }
     if (keys.length) return keys;

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import csv
 import logging
+from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from operator import itemgetter
 from typing import Any, Final
@@ -52,6 +53,7 @@ MAX_REF_CHARS: Final = 128  # docs/design.md §5: longer refs make an error line
 # without its opening brace.
 _ANSWER: Final = b'{"line":%d,"ref":%b,%b'
 _FOUND: Final = itemgetter("found")
+_MATCH: Final = itemgetter("match")
 
 
 class _LineTooLong:
@@ -241,7 +243,8 @@ async def _stream(
     response = web.StreamResponse(headers={"Cache-Control": "no-store"})
     response.content_type = "application/x-ndjson"
     await response.prepare(request)
-    counts = {"lines": 0, "found": 0, "errors": 0}
+    # `found` counts every level; then one count per level (docs/design.md §5).
+    counts = {"lines": 0, "found": 0, "errors": 0, "strong": 0, "weak": 0, "similar": 0}
     store = request.app[KEYS]
     store.record_usage(key.id, requests=1)
 
@@ -397,6 +400,9 @@ def _process(
     verdicts: list[Verdict] = request.app[INDEX].checker.check_keys(queries) if queries else []
     counts["errors"] += len(errors)
     counts["found"] += sum(map(_FOUND, verdicts))
+    for level, count in Counter(map(_MATCH, verdicts)).items():
+        if level is not None:
+            counts[level] += count
     # The Checker returns the same verdict object to every query with the same answer
     # (indexer.index.lookup): each is encoded once per chunk, and a line is its number and
     # ref followed by those bytes, byte for byte what dumps({"line": line, "ref": ref,

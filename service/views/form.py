@@ -38,7 +38,7 @@ import orjson
 from aiohttp import web
 
 from indexer.core.identity import IdentityError
-from indexer.core.matchkeys import QUERY_FIELDS, MatchKey, QueryError, parse_query
+from indexer.core.matchkeys import QUERY_FIELDS, QueryError, canonical_keys, key_kind
 from indexer.index.lookup import Verdict
 from service.access import came_over_tls, spend
 from service.errors import ApiError, Forbidden, RateLimited
@@ -214,10 +214,10 @@ class FormPages:
         lang = choose_language(request)
         submitted = {name: form.get(name) for name in QUERY_FIELDS}
         try:
-            keys = parse_query(submitted)
+            keys = canonical_keys(submitted)
         except QueryError as exc:
             return self._form(request, lang, token, submitted, exc.errors, status=422)
-        verdict = request.app[INDEX].checker.check(keys)
+        verdict = request.app[INDEX].checker.check_one(keys)
         outcome = "found" if verdict["found"] else "not_found"
         request.app[METRICS].lookups.labels("form", outcome).inc()
         return self._answer(request, lang, verdict, keys)
@@ -267,7 +267,7 @@ class FormPages:
         )
 
     def _answer(self, request: web.Request, lang: str, verdict: Verdict,
-                keys: Sequence[MatchKey]) -> web.Response:
+                keys: Sequence[str]) -> web.Response:
         # The answer page gets the verdict and which kinds of key were asked, never
         # the values: nothing the person typed can be echoed on it.
         catalogue = self.catalogues[lang]
@@ -278,8 +278,8 @@ class FormPages:
         ]
         return self._page(
             request, "answer.html", lang, verdict=verdict, sources=sources,
-            asked_strong=any(key.strength == "strong" for key in keys),
-            asked_weak=any(key.strength == "weak" for key in keys),
+            asked_strong=any(key_kind(key) == "strong" for key in keys),
+            asked_weak=any(key_kind(key) == "weak" for key in keys),
         )
 
     def _page(self, request: web.Request, template: str, lang: str, *, status: int = 200,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
+from indexer.core.matchkeys import DIFFERENCES
 from indexer.core.records import DATA_CLASSES
 from service.views.batch import MAX_REF_CHARS
 from service.views.private import PRIVATE_OPENAPI_PATHS
@@ -161,13 +162,18 @@ def openapi_document() -> dict[str, Any]:
                             "enum": ["nir", "birth_date", "last_name", "first_name"]}},
                         "exposed": {"type": "array",
                                     "items": {"$ref": "#/components/schemas/DataClass"}},
+                        "differences": {
+                            "description": "Only on a `similar` match: the kinds of "
+                                           "difference that allowed it.",
+                            "type": "array", "minItems": 1,
+                            "items": {"enum": list(DIFFERENCES)}},
                     },
                 },
                 "Verdict": {
                     "type": "object", "required": ["found", "match", "sources"],
                     "properties": {
                         "found": {"type": "boolean"},
-                        "match": {"enum": ["strong", "weak", None]},
+                        "match": {"enum": ["strong", "weak", "similar", None]},
                         "sources": {"type": "array",
                                     "items": {"$ref": "#/components/schemas/SourceMatch"}},
                     },
@@ -182,7 +188,7 @@ def openapi_document() -> dict[str, Any]:
                      "properties": {"line": {"type": "integer", "minimum": 1},
                                     "ref": {"type": ["string", "number", "null"]},
                                     "found": {"type": "boolean"},
-                                    "match": {"enum": ["strong", "weak", None]},
+                                    "match": {"enum": ["strong", "weak", "similar", None]},
                                     "sources": {"type": "array", "items": {
                                         "$ref": "#/components/schemas/SourceMatch"}}}},
                     {"type": "object", "required": ["line", "error"],
@@ -192,7 +198,10 @@ def openapi_document() -> dict[str, Any]:
                     {"type": "object", "required": ["summary"], "properties": {"summary": {
                         "type": "object", "required": ["lines", "found", "errors"],
                         "properties": {"lines": {"type": "integer"}, "found": {"type": "integer"},
-                                       "errors": {"type": "integer"}}}}},
+                                       "errors": {"type": "integer"},
+                                       "strong": {"type": "integer"},
+                                       "weak": {"type": "integer"},
+                                       "similar": {"type": "integer"}}}}},
                 ]},
                 "Sources": {"type": "object", "required": ["sources"], "properties": {
                     "generation": {"type": "string"},
