@@ -250,7 +250,8 @@ def _info(args: argparse.Namespace) -> int:
                                    for kind, size in sorted(by_kind.items())))
     totals = manifest["totals"]
     print(f"rows       {totals['rows']:,} (bad {totals['bad_rows']:,})  "
-          f"fingerprints {totals['fingerprints']:,}")
+          f"fingerprints {totals['fingerprints']:,}  "
+          f"similar entries {manifest['similar']['entries']:,}")
     print("sources")
     _print_sources(manifest)
     return 0

@@ -24,6 +24,7 @@ from indexer.build.local import BuildOptions, BuildReport, build_index
 from indexer.core.identity import (
     IdentityError,
     first_given_name,
+    given_names,
     fold_name,
     normalize_birth_date,
     normalize_nir,
@@ -130,6 +131,9 @@ def _name_forms(raw: str, first_names: bool = False) -> set[str]:
     if first_names:
         try:
             forms.add(first_given_name(raw))
+            names = given_names(raw)
+            forms.update(names)
+            forms.add("".join(names))
         except IdentityError:
             pass
     return {form for form in forms if form.strip()}

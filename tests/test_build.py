@@ -72,7 +72,7 @@ def test_spill_and_partial_files_do_not_survive(dump: Dump, tmp_path: Path) -> N
     assert (index_dir / ".build.lock").stat().st_size == 0
     assert [p.relative_to(report.generation).as_posix() for p in files_under(report.generation)] \
         == ["manifest.json"] + [f"shards/{n:03d}.{kind}" for n in range(2)
-                                for kind in ("bloom", "fp", "meta")]
+                                for kind in ("bloom", "fp", "meta", "sim", "simoff", "simrows")]
     assert os.readlink(index_dir / CURRENT) == report.generation.name  # relative link
 
 

@@ -127,7 +127,7 @@ def test_build_and_info_report_counts_never_identifiers(
     assert "published gen-" in build.stdout and "timings: fingerprint" in build.stdout
     generation = current_generation(tmp_path / "index")
     assert f"generation {generation.name}" in info.stdout
-    assert "key id" in info.stdout and "fingerprints 4" in info.stdout
+    assert "key id" in info.stdout and "fingerprints 6" in info.stdout
     everything = build.stdout + build.stderr + info.stdout + info.stderr
     assert [form for form in _forms(dump) if form in everything] == []
 
@@ -137,11 +137,11 @@ def test_info_json(built: tuple[Dump, Path, Path], capsys: pytest.CaptureFixture
     assert main(["info", str(index_dir), "--json"]) == 0
     output = capsys.readouterr().out
     summary = orjson.loads(output)
-    assert summary["format"] == "exposure-index/1"
+    assert summary["format"] == "exposure-index/2"
     assert summary["generation"] == current_generation(index_dir).name
     assert len(summary["key_id"]) == 32
     assert summary["shards"] == 2 and summary["bytes"] > 0
-    assert summary["totals"] == {"rows": 6, "bad_rows": 4, "fingerprints": 4}
+    assert summary["totals"] == {"rows": 6, "bad_rows": 4, "fingerprints": 6}
     alpha, beta = summary["sources"]
     assert (alpha["id"], alpha["faults"], alpha["records_indexed"]) == (
         "alpha-2024", ALPHA_FAULTS, 2)
@@ -187,7 +187,8 @@ def test_verify_catches_a_flipped_byte_anywhere(index_copy: Path) -> None:
     the whole byte): the manifest too, whitespace included."""
     generation = current_generation(index_copy)
     files = _files(generation)
-    assert {p.suffix for p in files} == {".json", ".fp", ".meta", ".bloom"}
+    assert {p.suffix for p in files} == {".json", ".fp", ".meta", ".bloom", ".sim", ".simoff",
+                                         ".simrows"}
     missed = []
     for path in files:
         for position in range(path.stat().st_size):
@@ -205,7 +206,8 @@ def _largest(generation: Path, pattern: str) -> Path:
 
 
 @pytest.mark.parametrize("pattern", ["manifest.json", "shards/*.fp", "shards/*.meta",
-                                     "shards/*.bloom"])
+                                     "shards/*.bloom", "shards/*.sim", "shards/*.simoff",
+                                     "shards/*.simrows"])
 def test_verify_exits_non_zero_on_a_flipped_byte(index_copy: Path, pattern: str) -> None:
     generation = current_generation(index_copy)
     path = _largest(generation, pattern)

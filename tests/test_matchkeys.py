@@ -1,8 +1,8 @@
 """Tests for indexer.core.matchkeys: query parsing, complete keys, matching (design §2, §3).
 
 Matching is checked end to end on the real code of both sides: a record's keys come
-from `records.record_keys`, a query's from `parse_query`, and a query matches when
-the two share a key. "today" is injected.
+from `records.record_keys`, a query's from `canonical_keys`, and a query matches when
+the two share a strong or weak key (similar matches: tests/test_similar.py). "today" is injected.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ from hypothesis import strategies as st
 
 from indexer.core.identity import IdentityError
 from indexer.core.matchkeys import (
+    MATCHED_ON,
     QUERY_FIELDS,
-    MatchKey,
     QueryError,
     QueryMemo,
-    parse_query,
+    canonical_keys,
+    exact_keys,
+    key_kind,
     strong_key,
     weak_key,
 )
@@ -46,18 +48,18 @@ def record(
     return record_keys(row)[0]
 
 
-def query(**fields: object) -> list[MatchKey]:
-    return parse_query(fields, today=TODAY)
+def query(**fields: object) -> tuple[str, ...]:
+    return canonical_keys(fields, today=TODAY)
 
 
 def matches(record_fields: dict[str, str], query_fields: dict[str, object]) -> bool:
     indexed = set(record(**record_fields))
-    return any(key.canonical in indexed for key in query(**query_fields))
+    return any(key in indexed for key in exact_keys(query(**query_fields)))
 
 
 def query_error(**fields: object) -> QueryError:
     with pytest.raises(QueryError) as info:
-        parse_query(fields, today=TODAY)
+        canonical_keys(fields, today=TODAY)
     assert info.value.errors, "a QueryError always carries field errors"
     return info.value
 
@@ -76,38 +78,38 @@ def test_canonical_key_forms() -> None:
 
 def test_full_query_gives_strong_key_first() -> None:
     keys = query(**VALID_QUERY)
-    assert [key.strength for key in keys] == ["strong", "weak"]
-    assert keys[0].canonical == strong_key(NIR, CANONICAL_DATE)
-    assert keys[0].matched_on == ("nir", "birth_date")
-    assert keys[1].canonical == weak_key("MARTIN", "JEAN", CANONICAL_DATE)
-    assert set(keys[1].matched_on) == {"last_name", "first_name", "birth_date"}
+    assert [key_kind(key) for key in keys] == ["strong", "weak"]
+    assert keys[0] == strong_key(NIR, CANONICAL_DATE)
+    assert MATCHED_ON[key_kind(keys[0])] == ("nir", "birth_date")
+    assert keys[1] == weak_key("MARTIN", "JEAN", CANONICAL_DATE)
+    assert set(MATCHED_ON[key_kind(keys[1])]) == {"last_name", "first_name", "birth_date"}
 
 
 def test_query_keys_are_normalised() -> None:
     keys = query(nir="2 94 03 75 120 005 91", birth_date="1994-03-12",
                  last_name="  martin ", first_name="jéan")
-    assert [key.canonical for key in keys] == [
+    assert list(keys) == [
         strong_key(NIR, CANONICAL_DATE), weak_key("MARTIN", "JEAN", CANONICAL_DATE)
     ]
 
 
 def test_strong_key_alone() -> None:
     keys = query(nir=NIR, birth_date=BIRTH_DATE)
-    assert [(k.strength, k.canonical) for k in keys] == [
+    assert [(key_kind(k), k) for k in keys] == [
         ("strong", strong_key(NIR, CANONICAL_DATE))
     ]
 
 
 def test_weak_key_alone() -> None:
     keys = query(last_name="Martin", first_name="Jean", birth_date=BIRTH_DATE)
-    assert [(k.strength, k.canonical) for k in keys] == [
+    assert [(key_kind(k), k) for k in keys] == [
         ("weak", weak_key("MARTIN", "JEAN", CANONICAL_DATE))
     ]
 
 
 def test_unknown_fields_are_ignored() -> None:
     keys = query(nir=NIR, birth_date=BIRTH_DATE, ref="m-001", comment=12)
-    assert [k.strength for k in keys] == ["strong"]
+    assert [key_kind(k) for k in keys] == ["strong"]
 
 
 # --- matching: first names ----------------------------------------------------------------
@@ -129,6 +131,17 @@ def test_unknown_fields_are_ignored() -> None:
         ("JEAN,PIERRE,MARIE", "Jean", True),
         ("JEAN,PIERRE", "Pierre", False),
         ("JEAN-PIERRE, MARIE", "Jean Pierre", True),
+        # docs/design.md §3: a query's first-names field is read as a record's is.
+        ("JEAN PIERRE MARIE", "Jean Pierre", True),
+        ("JEAN PIERRE MARIE", "Jean, Pierre", True),
+        ("JEAN PIERRE MARIE", "JEAN PIERRE MARIE", True),
+        ("JEAN PIERRE MARIE", "Jean;Pierre", True),
+        ("JEAN PIERRE", "JeanPierre", True),
+        ("JEAN-PIERRE", "Jean-Pierre Marie", True),
+        ("ISABELLA", "isabe lla", True),  # a stray space folds away (the whole field)
+        ("ISABE LLA", "Isabella", True),
+        ("JEAN PIERRE MARIE", "Pierre Jean", False),
+        ("JEAN PIERRE MARIE", "Marie, Jean", False),
         ("LÆTITIA MARIE", "Laetitia", True),
         ("Hélène", "HELENE", True),
     ],
@@ -165,9 +178,13 @@ def test_query_last_name_matches_birth_or_usage_name(query_last_name: str, expec
 
 def test_record_with_usage_name_is_indexed_under_both_names() -> None:
     keys = record(last_name="MARTIN", usage_name="LE GALL", first_names="MARIE ANNE")
+    # Each last name with the first given name, and with all the given names folded
+    # together (docs/design.md §3).
     assert set(keys) == {
         weak_key("MARTIN", "MARIE", CANONICAL_DATE),
         weak_key("LEGALL", "MARIE", CANONICAL_DATE),
+        weak_key("MARTIN", "MARIEANNE", CANONICAL_DATE),
+        weak_key("LEGALL", "MARIEANNE", CANONICAL_DATE),
     }
 
 
@@ -308,9 +325,9 @@ def test_non_string_values_are_invalid_type(field: str, value: object) -> None:
 @pytest.mark.parametrize("blank", ["", " ", "\t", "\u00a0", "  \n "])
 def test_blank_strings_count_as_absent(blank: str) -> None:
     keys = query(**{**VALID_QUERY, "nir": blank})
-    assert [k.strength for k in keys] == ["weak"]
+    assert [key_kind(k) for k in keys] == ["weak"]
     keys = query(**{**VALID_QUERY, "last_name": blank, "first_name": blank})
-    assert [k.strength for k in keys] == ["strong"]
+    assert [key_kind(k) for k in keys] == ["strong"]
     error = query_error(**{**VALID_QUERY, "birth_date": blank})
     assert ("birth_date", "required") in codes(error)
 
@@ -502,7 +519,7 @@ def test_all_fields_bad_at_once(
     assert_no_value_quoted(error, fields)
 
 
-# --- parse_query on arbitrary input -------------------------------------------------------
+# --- canonical_keys on arbitrary input -------------------------------------------------------
 
 VALID_VALUES = st.sampled_from(
     [NIR, "2 94 03 75 120 005 91", BIRTH_DATE, "1994-03-12", "Martin", "Jean", "Le Gall"]
@@ -515,9 +532,9 @@ ANY_VALUE = st.one_of(
 
 @PROPERTY
 @given(fields=st.dictionaries(st.one_of(st.sampled_from(QUERY_FIELDS), st.text()), ANY_VALUE))
-def test_parse_query_returns_keys_or_raises_query_error(fields: dict[str, object]) -> None:
+def test_canonical_keys_returns_keys_or_raises_query_error(fields: dict[str, object]) -> None:
     try:
-        keys = parse_query(fields, today=TODAY)
+        keys = canonical_keys(fields, today=TODAY)
     except QueryError as error:
         assert error.errors
         for item in error.errors:
@@ -526,11 +543,11 @@ def test_parse_query_returns_keys_or_raises_query_error(fields: dict[str, object
             assert item.code and item.message
         return
     assert keys
-    strengths = [key.strength for key in keys]
-    assert strengths == sorted(strengths, key=["strong", "weak"].index)
+    kinds = [key_kind(key) for key in keys]
+    assert kinds == sorted(kinds, key=["strong", "weak", "part"].index)
     for key in keys:
-        assert isinstance(key, MatchKey)
-        assert key.canonical.startswith(f"{key.strength}|")
+        assert isinstance(key, str)
+        assert key.startswith(f"{key_kind(key)}|")
 
 
 def test_a_request_memo_gives_the_same_keys_and_never_holds_a_nir() -> None:
@@ -543,14 +560,14 @@ def test_a_request_memo_gives_the_same_keys_and_never_holds_a_nir() -> None:
     ]
     for _ in range(2):  # the second time, every date and name is remembered
         for query in queries:
-            assert parse_query(query, memo=memo) == parse_query(query)
+            assert canonical_keys(query, memo=memo) == canonical_keys(query)
     assert len(memo) == 6  # 2 dates, 2 last names, 2 first names
     remembered = [*memo.birth_dates.items(), *memo.last_names.items(),
                   *memo.first_names.items()]
     assert not [pair for pair in remembered if any("12611193" in str(v).replace(" ", "")
                                                    for v in pair)]
     with pytest.raises(QueryError):  # an invalid value is never remembered as valid
-        parse_query({"last_name": "R2D2", "first_name": "Jean", "birth_date": "1995-10-01"},
+        canonical_keys({"last_name": "R2D2", "first_name": "Jean", "birth_date": "1995-10-01"},
                     memo=memo)
     assert "R2D2" not in memo.last_names
 
@@ -559,7 +576,7 @@ def test_a_full_memo_starts_again() -> None:
     memo = QueryMemo(max_entries=4)
     for day in range(1, 29):
         query = {"last_name": "Martin", "first_name": "Jean", "birth_date": f"{day:02d}/03/1994"}
-        assert parse_query(query, memo=memo, today=TODAY) == parse_query(query, today=TODAY)
+        assert canonical_keys(query, memo=memo, today=TODAY) == canonical_keys(query, today=TODAY)
         assert len(memo) <= 4
 
 
@@ -594,7 +611,7 @@ QUERIES = st.fixed_dictionaries({}, optional={
 def outcome(fields: dict[str, object], memo: QueryMemo | None) -> object:
     """The keys of a query, or the (field, code, message) of each of its errors."""
     try:
-        return parse_query(fields, today=TODAY, memo=memo)
+        return canonical_keys(fields, today=TODAY, memo=memo)
     except QueryError as error:
         return [(e.field, e.code, e.message) for e in error.errors]
 
@@ -604,7 +621,7 @@ def outcome(fields: dict[str, object], memo: QueryMemo | None) -> object:
 def test_the_memo_fast_path_answers_as_the_general_path(
     queries: list[dict[str, object]],
 ) -> None:
-    """parse_query with a memo (whose fast path answers once the dates and names are
+    """canonical_keys with a memo (whose fast path answers once the dates and names are
     remembered) gives the same keys, and the same errors, as without one."""
     memo = QueryMemo()
     for _ in range(2):

@@ -60,7 +60,8 @@ def test_full_row() -> None:
     keys, bits, faults = record_keys(row(**FULL))
     assert keys[0] == strong_key(NIR, DATE)
     assert set(keys) == {
-        strong_key(NIR, DATE), weak_key("MARTIN", "MARIE", DATE), weak_key("LEGALL", "MARIE", DATE)
+        strong_key(NIR, DATE), weak_key("MARTIN", "MARIE", DATE), weak_key("LEGALL", "MARIE", DATE),
+        weak_key("MARTIN", "MARIEANNE", DATE), weak_key("LEGALL", "MARIEANNE", DATE),
     }
     assert len(keys) == len(set(keys))
     assert class_names(bits) == list(DATA_CLASSES)
@@ -105,7 +106,9 @@ def test_class_bits_follow_non_empty_fields(present: set[str]) -> None:
 
 def test_bad_nir_still_leaves_the_weak_keys() -> None:
     keys, _, faults = record_keys(row(**{**FULL, "nir": "294037512000592"}))
-    assert set(keys) == {weak_key("MARTIN", "MARIE", DATE), weak_key("LEGALL", "MARIE", DATE)}
+    assert set(keys) == {weak_key("MARTIN", "MARIE", DATE), weak_key("LEGALL", "MARIE", DATE),
+                         weak_key("MARTIN", "MARIEANNE", DATE),
+                         weak_key("LEGALL", "MARIEANNE", DATE)}
     assert not any(key.startswith("strong|") for key in keys)
     assert "invalid_nir" in faults
     assert "no_key" not in faults
@@ -144,7 +147,8 @@ def test_thirteen_character_nir_is_indexed_with_its_key() -> None:
 
 def test_bad_last_name_keeps_the_usage_name_key() -> None:
     keys, _, faults = record_keys(row(**{**FULL, "last_name": "M4RTIN"}))
-    assert set(keys) == {strong_key(NIR, DATE), weak_key("LEGALL", "MARIE", DATE)}
+    assert set(keys) == {strong_key(NIR, DATE), weak_key("LEGALL", "MARIE", DATE),
+                         weak_key("LEGALL", "MARIEANNE", DATE)}
     assert faults == ["invalid_last_name"]
 
 
