@@ -24,8 +24,8 @@ from indexer.build.local import BuildOptions, BuildReport, build_index
 from indexer.core.identity import (
     IdentityError,
     first_given_name,
-    given_names,
     fold_name,
+    given_names,
     normalize_birth_date,
     normalize_nir,
 )

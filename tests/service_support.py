@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -139,3 +140,11 @@ def random_values(rng: random.Random, depth: int = 0) -> Any:
         return [random_values(rng, depth + 1) for _ in range(rng.randrange(0, 4))]
     return {rng.choice(["nir", "birth_date", "last_name", "first_name", "ref", "x"]):
             random_values(rng, depth + 1) for _ in range(rng.randrange(0, 5))}
+
+
+def totals(summary: Mapping[str, Any]) -> dict[str, int]:
+    """The contract's counts of a bulk summary line (lines, found, errors), after
+    checking that its per-level counts add up to `found`."""
+    counts = summary["summary"]
+    assert counts["found"] == sum(counts[level] for level in ("strong", "weak", "similar"))
+    return {name: counts[name] for name in ("lines", "found", "errors")}

@@ -302,8 +302,9 @@ async def test_javascript_normalisation_agrees_on_every_code_point_and_digit(
 async def test_javascript_match_keys_agree_on_every_member(
     browser: Browser, base_url: str, breach: Breach
 ) -> None:
-    """canonical_keys (its strong and weak keys) on the whole synthetic member file (accents, separators, spaces in
-    the NIR, DD/MM/YYYY dates, missing fields) and on incomplete queries."""
+    """canonical_keys (its strong and weak keys) on the whole synthetic member file
+    (accents, separators, spaces in the NIR, DD/MM/YYYY dates, missing fields), on
+    several given names in one field and on incomplete queries."""
     page, watch = await library_page(browser, base_url)
     queries = [query_fields(member) for member in breach.members()]
     queries += [{}, {"birth_date": "01/02/1980"}, {"last_name": "Martin"},

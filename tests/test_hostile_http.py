@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 import pytest
 from live_server import LiveServer, chunked_http_body, live_server, read_until_closed
-from service_support import LAETITIA, MARIE, STRANGER, Crafted, build_crafted
+from service_support import LAETITIA, MARIE, STRANGER, Crafted, build_crafted, totals
 
 from service.protocol import protocol_error
 from service.resources.apikeys import KeyStore
@@ -184,7 +184,7 @@ def test_a_streamed_bulk_body_over_the_limit_ends_with_an_error_line(
         *lines, summary = ndjson_lines(chunked_http_body(answer))
         error = lines[-1]["error"]
         assert isinstance(error, dict) and error["code"] == "body_too_large"
-        assert summary == {"summary": {"lines": len(lines), "found": 0, "errors": 1}}
+        assert totals(summary) == {"lines": len(lines), "found": 0, "errors": 1}
         assert small.healthy()
 
 
@@ -270,7 +270,7 @@ def test_a_stalled_bulk_body_ends_with_an_error_line(server: LiveServer, token: 
     assert first["found"] is True and second["found"] is True
     error = stalled["error"]
     assert isinstance(error, dict) and error["code"] == "body_timeout"
-    assert summary == {"summary": {"lines": 3, "found": 2, "errors": 1}}
+    assert totals(summary) == {"lines": 3, "found": 2, "errors": 1}
     assert elapsed < CUT_WITHIN
 
 
@@ -287,7 +287,7 @@ def test_a_slow_but_steady_bulk_body_is_not_cut(server: LiveServer, token: str) 
         answer = read_until_closed(sock, CUT_WITHIN)
     *lines, summary = ndjson_lines(chunked_http_body(answer))
     assert [line["ref"] for line in lines] == [0, 1, 2, 3]
-    assert summary == {"summary": {"lines": 4, "found": 4, "errors": 0}}
+    assert totals(summary) == {"lines": 4, "found": 4, "errors": 0}
 
 
 # --------------------------------------------------------------------- invalid bytes
@@ -401,7 +401,7 @@ def test_an_ndjson_line_of_64_mib_is_skipped_as_it_streams(
     error = huge["error"]
     assert isinstance(error, dict) and error["code"] == "line_too_long"
     assert after["ref"] == "after" and after["found"] is True
-    assert summary == {"summary": {"lines": 2, "found": 1, "errors": 1}}
+    assert totals(summary) == {"lines": 2, "found": 1, "errors": 1}
 
 
 # --------------------------------------------------------------------- header floods

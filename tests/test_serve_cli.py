@@ -263,8 +263,8 @@ def test_keys_changed_from_the_command_line_apply_to_every_running_worker(
     for _ in range(10):  # fresh connections: both workers get a share
         status, answer = server.request("POST", "/v1/check/batch", body, headers)
         assert status == 200
-        assert json.loads(answer.splitlines()[-1]) == {
-            "summary": {"lines": 3, "found": 2, "errors": 0}}
+        assert json.loads(answer.splitlines()[-1]) == {"summary": {
+            "lines": 3, "found": 2, "errors": 0, "strong": 2, "weak": 0, "similar": 0}}
     assert run("keys", "revoke", "1", "--keys-db", db).returncode == 0
     for _ in range(10):
         status, _ = server.request("POST", "/v1/check/batch", body, headers)
