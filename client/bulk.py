@@ -543,7 +543,8 @@ English (nir, numero_secu, nom, prenom, date_naissance, last_name, first_name,
 birth_date...). Only ref and those four fields are sent; other columns stay here.
 
 RESULTS.csv columns: ref, found (true/false), match (strong: NIR + birth date;
-weak: names + birth date), sources and exposed (|-separated breach ids and data
+weak: names + birth date; similar: a record very close to the member's, to review),
+sources and exposed (|-separated breach ids and data
 classes), error (field:code when the service could not use the row). No identifier
 is ever written: only your ref comes back. The file is written under a temporary
 name, mode 0600, and renamed when complete.
