@@ -42,7 +42,7 @@ __all__ = [
 ]
 
 SIMILAR_KINDS: Final = ("sim", "simoff", "simrows")
-BUCKET_ENTRIES: Final = 16
+BUCKET_ENTRIES: Final = 32
 _MAX_ROW_BITS: Final = 12
 _SCALAR_OK: Final = sys.byteorder == "little"
 
@@ -70,10 +70,19 @@ def similar_shard_files(
     """The files of one shard of the tier, from its unique sorted fingerprints and their
     meta rows (n_sources bytes each, flat), and the shard's manifest entry."""
     rows = meta.reshape(-1, n_sources)
-    if len(rows):
-        table, row_ids = np.unique(rows, axis=0, return_inverse=True)
-    else:
+    if not len(rows):
         table, row_ids = np.zeros((0, n_sources), dtype=np.uint8), np.empty(0, dtype=np.intp)
+    elif n_sources <= 8:
+        # Each row as one integer: np.unique on a flat uint64 array is a plain sort,
+        # many times faster than np.unique(axis=0).
+        codes = np.zeros(len(rows), dtype=np.uint64)
+        for source in range(n_sources):
+            codes |= rows[:, source].astype(np.uint64) << np.uint64(8 * source)
+        unique_codes, row_ids = np.unique(codes, return_inverse=True)
+        table = np.stack([(unique_codes >> np.uint64(8 * source)).astype(np.uint8)
+                          for source in range(n_sources)], axis=1)
+    else:
+        table, row_ids = np.unique(rows, axis=0, return_inverse=True)
     row_bits = max(1, int(np.ceil(np.log2(max(len(table), 2)))))
     if row_bits > _MAX_ROW_BITS:
         raise ValueError(
@@ -84,10 +93,10 @@ def similar_shard_files(
     buckets = _buckets(fps, shard_count, bucket_bits)
     low = fps & np.uint64((1 << (32 - row_bits)) - 1)
     values = ((low << np.uint64(row_bits)) | row_ids.reshape(-1).astype(np.uint64)).astype("<u4")
-    # Fingerprints come sorted, so buckets (their high bits) already ascend.
     order = np.lexsort((values, buckets))
     values = values[order]
-    offsets = np.searchsorted(buckets, np.arange((1 << bucket_bits) + 1)).astype("<u4")
+    offsets = np.searchsorted(
+        buckets[order], np.arange((1 << bucket_bits) + 1)).astype("<u4")
     files = {
         shard_file(shard, "sim"): values.tobytes(),
         shard_file(shard, "simoff"): offsets.tobytes(),
