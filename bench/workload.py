@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from indexer.core.fingerprint import Fingerprinter, load_pepper
-from indexer.core.matchkeys import QUERY_FIELDS, QueryError, parse_query
+from indexer.core.matchkeys import QUERY_FIELDS, QueryError, canonical_keys
 from indexer.index.lookup import Checker
 from indexer.index.reader import IndexReader
 
@@ -80,11 +80,11 @@ def single_check_mix(members: Iterable[dict[str, str]], index_dir: Path, pepper:
     for member in members:
         body = {k: v for k, v in member.items() if k != "ref"}
         try:
-            keys = parse_query(body)
+            keys = canonical_keys(body)
         except QueryError:
             continue
         queries.append(body)
-        verdict = checker.check(keys)
+        verdict = checker.check_one(keys)
         found += bool(verdict["found"])
         strong += verdict["match"] == "strong"
         if len(queries) >= limit:
