@@ -29,6 +29,10 @@ Client = TestClient[web.Request, web.Application]
 DOC_URI = "urn:exposure:openapi"
 
 
+# One letter off the crafted breach's DUPONT, Marie, 15 March 1994: a similar match.
+SIMILAR = {"last_name": "Dupond", "first_name": "Marie", "birth_date": "15/03/1994"}
+
+
 @pytest.fixture(scope="module")
 def crafted(tmp_path_factory: pytest.TempPathFactory) -> Crafted:
     return build_crafted(tmp_path_factory.mktemp("crafted"))
@@ -114,6 +118,9 @@ async def test_check_answers_match_their_schemas(
 
     assert (await post(json=MARIE))["match"] == "strong"
     assert (await post(json=STRANGER))["found"] is False
+    similar = await post(json=SIMILAR)
+    assert similar["match"] == "similar"
+    assert {d for s in similar["sources"] for d in s["differences"]} == {"spelling"}
     assert (await post(json={"nir": "1"}))["status"] == 422
     assert (await post(data=b"{", headers={"Content-Type": "application/json"}))["status"] == 400
     assert (await post(data=b"{}", headers={"Content-Type": "text/plain"}))["status"] == 415
@@ -135,11 +142,13 @@ async def test_batch_answers_match_their_schemas(
 ) -> None:
     client, document, token = served
     body = b"".join(json.dumps(line).encode() + b"\n" for line in (
-        {"ref": "a", **MARIE}, {"ref": 2, **STRANGER}, {"ref": "c", "nir": "1"}, ["x"]))
+        {"ref": "a", **MARIE}, {"ref": 2, **STRANGER}, {"ref": "c", "nir": "1"}, ["x"],
+        {"ref": "d", **SIMILAR}))
     lines = await conforms(document, "/v1/check/batch", "post", await client.post(
         "/v1/check/batch", data=body,
         headers={**bearer(token), "Content-Type": "application/x-ndjson"}))
-    assert len(lines) == 5 and "summary" in lines[-1]
+    assert len(lines) == 6 and "summary" in lines[-1]
+    assert lines[4]["match"] == "similar" and lines[-1]["summary"]["similar"] == 1
     for status, headers, data in (
         (401, {}, body),
         (415, {**bearer(token), "Content-Type": "text/plain"}, body),
