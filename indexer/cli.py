@@ -233,6 +233,7 @@ def _info(args: argparse.Namespace) -> int:
         summary = {key: manifest[key] for key in
                    ("format", "generation", "created", "key_id", "sources", "totals", "bloom")}
         summary["shards"] = manifest["shards"]["count"]
+        summary["similar_entries"] = manifest["similar"]["entries"]
         summary["bytes"] = sum(sizes.values())
         print(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return 0

@@ -142,6 +142,7 @@ def test_info_json(built: tuple[Dump, Path, Path], capsys: pytest.CaptureFixture
     assert len(summary["key_id"]) == 32
     assert summary["shards"] == 2 and summary["bytes"] > 0
     assert summary["totals"] == {"rows": 6, "bad_rows": 4, "fingerprints": 6}
+    assert summary["similar_entries"] > 6  # one letter deleted, at each position
     alpha, beta = summary["sources"]
     assert (alpha["id"], alpha["faults"], alpha["records_indexed"]) == (
         "alpha-2024", ALPHA_FAULTS, 2)
