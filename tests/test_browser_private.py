@@ -376,7 +376,7 @@ def written_forms(member: Mapping[str, str]) -> set[str]:
     for field in ("last_name", "first_name"):
         if member.get(field):
             forms |= {member[field], fold_name(member[field])}
-    forms |= {key.canonical for key in _keys(member)}
+    forms |= set(_keys(member))
     encoded = set()
     for form in forms:
         raw = form.encode()
