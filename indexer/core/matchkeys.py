@@ -401,7 +401,6 @@ def deletions(name: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys([name[:i] + name[i + 1 :] for i in range(len(name))]))
 
 
-
 def _day_month_swapped(birth_date: str) -> str | None:
     """The date with day and month swapped, when both are at most 12 and differ."""
     year, month, day = birth_date[:4], birth_date[5:7], birth_date[8:]
