@@ -197,6 +197,37 @@ async def test_single_check_and_http_transport(
         await checker.check({"nir": strong["nir"]})  # no date of birth: incomplete
 
 
+async def test_given_names_are_read_as_the_plain_check_reads_them(
+    private_client: Client, breach: Breach
+) -> None:
+    """docs/design.md §3 in private mode: several given names typed with commas find the
+    record as the plain check does (weak); another given name alone is `similar` for the
+    plain check and not found in private mode, which does not answer `similar`."""
+    rows = [row for row in _dump_rows(breach.sources_toml)
+            if row[1] and row[4] and len(row[3].replace(",", " ").split()) >= 2]
+    assert rows, "the synthetic breach has records with several given names"
+    checker = PrivateChecker(params_from_json(await _params(private_client)),
+                             evaluator(private_client))
+    seen = 0
+    for row in rows[:20]:
+        names = row[3].replace(",", " ").split()
+        for first_name, plain_level, private_found in (
+                (", ".join(names), "weak", True), (names[1], "similar", False)):
+            query = {"last_name": row[1], "first_name": first_name, "birth_date": row[4]}
+            response = await private_client.post("/v1/check", json=query)
+            if response.status != 200:
+                continue
+            plain = await response.json()
+            if plain["match"] != plain_level:
+                continue  # a homonym, or a second name that is also a first one
+            outcome = await checker.check(query)
+            assert outcome.found is private_found
+            if private_found:
+                assert outcome.match == "weak"
+            seen += 1
+    assert seen >= 10
+
+
 async def test_every_bucket_answers_exactly_bucket_size_sorted_entries(
     private_client: Client, private_breach: PrivateBreach
 ) -> None:
