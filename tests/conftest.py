@@ -57,7 +57,7 @@ class Breach:
 # Members whose first-name field holds several given names (docs/design.md §3) are
 # missed (not found) or refused (a comma) by a service without the first-name rules of
 # issue 13. Tolerated until those rules are merged; then set this to False.
-FIRST_NAME_RULES_PENDING = True
+FIRST_NAME_RULES_PENDING = False
 
 
 def agrees_with_ground_truth(want: Mapping[str, str], found: bool, match: str | None,

@@ -283,7 +283,7 @@ def assert_no_identifier(results: Path, messages: str, members: list[dict[str, s
     for row in read_results(results):
         assert row["ref"] in refs
         assert row["found"] in ("", "true", "false")
-        assert row["match"] in ("", "strong", "weak")
+        assert row["match"] in ("", "strong", "weak", "similar")
         assert re.fullmatch(r"[a-z0-9-]*(\|[a-z0-9-]+)*", row["sources"])
         assert set(filter(None, row["exposed"].split("|"))) <= set(DATA_CLASSES)
         assert re.fullmatch(r"([a-z_]+:)?[a-z_]*", row["error"])

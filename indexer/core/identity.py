@@ -22,6 +22,7 @@ from stdnum.fr import nir as stdnum_nir
 
 __all__ = [
     "IdentityError",
+    "compound_parts",
     "first_given_name",
     "fold_name",
     "given_names",
@@ -283,29 +284,60 @@ def first_given_name(raw: str, field: str = "first_names") -> str:
     return given_names(raw, field)[0]
 
 
-# Particles of a compound last name, never a name on their own (`DE LA TOUR`).
+# Particles: they belong to the word that follows them (`LE BRAS`, `DE LA TOUR`).
 _PARTICLES: Final = frozenset(
     {"D", "L", "DE", "DU", "DES", "LA", "LE", "LES", "DEL", "DELA", "DI", "DA", "VAN", "VON"}
 )
 _PART_SPLIT: Final = re.compile(f"[\\s,;{re.escape(_DASHES)}]+")
+_DASH_SPLIT: Final = re.compile(f"[{re.escape(_DASHES)}]+")
 
 
-def name_parts(raw: str) -> tuple[str, ...]:
-    """The folded parts of a compound name, when it has two or more; else ().
-
-    A name is cut at blanks, commas and dashes: `Dupont-Martin` and `DUPONT MARTIN`
-    give (DUPONT, MARTIN), `JEAN-PIERRE` gives (JEAN, PIERRE). Particles and single
-    letters are not parts (`DE LA TOUR` gives ()). Parts that do not fold to A-Z are
-    left out: this serves `similar` probes, never validation.
-    """
-    parts: list[str] = []
-    for token in _PART_SPLIT.split(raw):
+def _folded_words(raw: str, split: re.Pattern[str]) -> list[str]:
+    """The folded words of `raw` cut by `split`, each particle glued to the next word;
+    words that do not fold to A-Z are left out (these serve `similar` probes only)."""
+    words: list[str] = []
+    particles = ""
+    for token in split.split(raw):
         if not token:
             continue
         try:
-            part = fold_name(token)
+            word = fold_name(token)
         except IdentityError:
             continue
-        if len(part) > 1 and part not in _PARTICLES and part not in parts:
-            parts.append(part)
-    return tuple(parts) if len(parts) > 1 else ()
+        if word in _PARTICLES:
+            particles += word
+        else:
+            words.append(particles + word)
+            particles = ""
+    if particles and words:
+        words[-1] += particles
+    return words
+
+
+def name_parts(raw: str) -> tuple[str, ...]:
+    """The parts of a double (or longer) last name, when it has two or more words.
+
+    Words are cut at blanks, commas and dashes, a particle staying with the word that
+    follows it; a part is the name cut in two at one of these places, either side:
+    `Dupont-Martin` and `DUPONT MARTIN` give (DUPONT, MARTIN), `Le Bras-Dupont` gives
+    (LEBRAS, DUPONT), `Duchêne-Germant-Bertel` gives (DUCHENE, DUCHENEGERMANT,
+    GERMANTBERTEL, BERTEL); `Le Gall` and `de La Tour` give ().
+    """
+    words = _folded_words(raw, _PART_SPLIT)
+    if len(words) < 2:
+        return ()
+    cuts = range(1, len(words))
+    parts = ["".join(words[:cut]) for cut in cuts] + ["".join(words[cut:]) for cut in cuts]
+    kept = tuple(part for part in dict.fromkeys(parts) if len(part) > 1)
+    return kept if len(kept) > 1 else ()
+
+
+def compound_parts(raw: str) -> tuple[str, ...]:
+    """The parts of each hyphenated given name of a first-names field (`Jean-Pierre
+    Marie` gives (JEAN, PIERRE)); () when none is hyphenated."""
+    parts: list[str] = []
+    for token in _GIVEN_NAME_SPLIT.split(raw):
+        words = _folded_words(token, _DASH_SPLIT)
+        if len(words) > 1:
+            parts.extend(word for word in words if len(word) > 1)
+    return tuple(dict.fromkeys(parts))

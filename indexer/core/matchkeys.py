@@ -26,6 +26,7 @@ from typing import Final, Literal, NamedTuple
 
 from indexer.core.identity import (
     IdentityError,
+    compound_parts,
     fold_name,
     given_names,
     name_parts,
@@ -117,7 +118,7 @@ def query_first_name(raw: str, field: str = "first_name") -> QueryName:
     """A query's first-names field read as a record's is (docs/design.md §3)."""
     names = given_names(raw, field)
     first, whole = names[0], "".join(names)
-    others = dict.fromkeys((*names[1:], *name_parts(raw)))
+    others = dict.fromkeys((*names[1:], *compound_parts(raw)))
     return QueryName(first, whole, tuple(p for p in others if p != first and p != whole))
 
 
