@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from indexer.core.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
-from service.errors import NotReady
+from service.errors import FeatureOff
 from service.middleware import make_middleware, on_prepare
 from service.resources.apikeys import KeyStoreError
 from service.resources.index_holder import IndexHolder
@@ -100,7 +100,7 @@ async def _private_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PRIVATE] = lookups
     holder = app[INDEX]
     if key is not None and holder.ready:
-        with contextlib.suppress(NotReady):  # logged by PrivateLookups; the routes say why
+        with contextlib.suppress(FeatureOff):  # logged by PrivateLookups; the routes say why
             await lookups.index_for(holder.checker.reader.path)
     yield
     executor.shutdown(wait=False, cancel_futures=True)

@@ -1,7 +1,7 @@
 """`exposure-serve`: run the service, or manage API keys (docs/design.md §5, contract).
 
     exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
-                   [--keys-db PATH|URL] [--anon-rate PER_MIN] [--anon-burst N]
+                   [--keys-db PATH|URL] [--anon-rate PER_MIN] [--anon-burst N] [--ipv6-prefix BITS]
                    [--max-batch-bytes N] [--trusted-proxy CIDR ...]
                    [--keepalive-timeout SECONDS] [--body-timeout SECONDS]
     exposure-serve keys create NAME [--rate RECORDS_PER_MIN]
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
     parser.add_argument("--anon-rate", type=float, default=30.0, metavar="PER_MIN",
                         help="anonymous lookups per minute per address (0 = unlimited; default 30)")
+    parser.add_argument("--ipv6-prefix", type=int, default=64, metavar="BITS",
+                        help="an IPv6 client is limited as its /BITS network: one customer "
+                        "usually holds a /64 (default 64; 128 counts each address)")
     parser.add_argument("--anon-burst", type=int, default=10, metavar="N",
                         help="anonymous burst (default 10)")
     parser.add_argument("--max-batch-bytes", type=int, default=1 << 30, metavar="N",
@@ -159,6 +162,8 @@ def _keys(args: argparse.Namespace) -> int:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.anon_rate < 0 or args.anon_burst < 1:
         raise ValueError("--anon-rate must be >= 0 and --anon-burst >= 1")
+    if not 1 <= args.ipv6_prefix <= 128:
+        raise ValueError("--ipv6-prefix must be from 1 to 128 (bits of an IPv6 network)")
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     if args.keepalive_timeout <= 0 or args.body_timeout <= 0:
@@ -170,6 +175,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
         index_dir=args.index, pepper_file=args.pepper_file, keys_db=_keys_db(args),
         anon_rate=args.anon_rate, anon_burst=args.anon_burst, trusted_proxies=proxies,
+        ipv6_prefix=args.ipv6_prefix,
         max_batch_bytes=args.max_batch_bytes, index_poll_seconds=args.index_poll,
         keepalive_timeout=args.keepalive_timeout, body_timeout=args.body_timeout,
         oprf_key_file=args.oprf_key_file,

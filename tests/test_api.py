@@ -367,6 +367,30 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
         assert response.status == status, address
 
 
+@pytest.mark.parametrize(("prefix", "same_client"), [(64, True), (128, False)])
+async def test_ipv6_clients_are_limited_per_prefix(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], prefix: int,
+    same_client: bool,
+) -> None:
+    # Issue 14 (2): per /128, anyone holding a /64 was unlimited.
+    import ipaddress
+
+    client = await aiohttp_client(create_app(make_settings(
+        anon_rate=1.0, anon_burst=2, ipv6_prefix=prefix,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))))
+    statuses = []
+    for address in ("2001:db8:aa:bb::1", "2001:db8:aa:bb:ffff::2", "2001:DB8:AA:BB:1:2:3:4"):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers={"X-Forwarded-For": address})
+        statuses.append(response.status)
+    assert statuses == ([200, 200, 429] if same_client else [200, 200, 200])
+    # Another /64, and IPv4 (mapped or not), are other clients.
+    for address in ("2001:db8:aa:cc::1", "::ffff:198.51.100.9", "198.51.100.10"):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers={"X-Forwarded-For": address})
+        assert response.status == 200, address
+
+
 async def test_bearer_key_on_check_uses_the_keys_own_limit(
     aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
