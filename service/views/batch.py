@@ -22,6 +22,7 @@ from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.identity import IdentityError
@@ -265,6 +266,14 @@ async def _stream(
         # The client stalled: say so, then close rather than wait for the rest.
         response.force_close()
         await response.write(_abort_line(counts, "body_timeout", exc.detail))
+    except HttpProcessingError as exc:
+        # The body broke its framing midway (a bad chunk): the client's fault; what is
+        # left of the connection cannot be trusted. The message may quote the bytes.
+        log.warning("batch body unreadable", extra={"lines": counts["lines"],
+                                                    "error": type(exc).__name__})
+        response.force_close()
+        await response.write(_abort_line(counts, "invalid_body",
+                                         "The rest of the body could not be read."))
     except asyncio.CancelledError:
         log.info("batch ended early", extra={"lines": counts["lines"]})
         raise
