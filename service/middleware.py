@@ -48,7 +48,11 @@ __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "answer_headers", "make_middlewa
 log = logging.getLogger("exposure.http")
 access_log = AccessLog(log)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
-_SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A client's X-Request-Id is logged and echoed: only the shape request-id generators give
+# (UUIDs, nginx's $request_id, W3C trace ids: hex digits and hyphens, 16 to 64 of them)
+# is kept. A NIR (13 or 15 characters), a date or a name (letters past F) never fits;
+# anything else is replaced by an id of ours.
+_SAFE_REQUEST_ID: Final = re.compile(r"[0-9A-Fa-f-]{16,64}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HtmlRenderer = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]

@@ -542,11 +542,38 @@ def test_metrics_counted_as_plain_numbers_render_as_prometheus_client_would() ->
 
 
 async def test_security_headers_and_request_id(client: Client) -> None:
-    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
-    assert response.headers["X-Request-Id"] == "abc-123"
+    uuid = "3f2a1c00-9b8e-4d7f-a6b5-0123456789ab"
+    response = await client.get("/healthz", headers={"X-Request-Id": uuid})
+    assert response.headers["X-Request-Id"] == uuid
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     response = await client.get("/healthz", headers={"X-Request-Id": "<script>"})
     assert response.headers["X-Request-Id"] != "<script>"
+
+
+@pytest.mark.parametrize("supplied", [
+    "294037512000591", "2940375120005", "253072B07300470", "1994-03-15", "15/03/1994",
+    "JEAN-PIERRE-DUPONT", "d'artagnan", "abc", "x" * 65, "a" * 65,
+])
+async def test_a_request_id_that_could_be_an_identifier_is_replaced(
+    client: Client, supplied: str,
+) -> None:
+    # Issue 14 (8): a client's X-Request-Id (a NIR, say) was logged and echoed.
+    response = await client.post("/v1/check", json={"nir": "x"},
+                                  headers={"X-Request-Id": supplied})
+    assert response.headers["X-Request-Id"] != supplied
+    assert supplied not in await response.text()
+
+
+async def test_a_503_never_shows_where_the_index_lives(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Issue 14 (8): "No index is loaded yet: no index published at /srv/..." on /v1/check.
+    index_dir = tmp_path / "where-the-index-lives"
+    client = await aiohttp_client(create_app(make_settings(index_dir=index_dir)))
+    for response in (await client.post("/v1/check", json=STRANGER),
+                     await client.get("/v1/sources"), await client.get("/readyz")):
+        assert response.status == 503
+        assert "where-the-index-lives" not in await response.text()
 
 
 async def test_every_kind_of_answer_carries_the_security_headers_and_its_request_id(

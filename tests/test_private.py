@@ -224,11 +224,18 @@ async def test_every_bucket_answers_exactly_bucket_size_sorted_entries(
         index.close()
 
 
+def _top_bit_set() -> str:
+    element = oprf.blind(b"weak|A|B|2000-01-01")[1]
+    return (element[:31] + bytes([element[31] | 0x80])).hex()
+
+
 @pytest.mark.parametrize(("item", "field", "code"), [
     ({"bucket": 0, "blinded": "zz" * 32}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": "ab" * 31}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": "00" * 32}, "items[0].blinded", "invalid_point"),  # identity
     ({"bucket": 0, "blinded": "ff" * 32}, "items[0].blinded", "invalid_point"),  # not canonical
+    # A canonical element with its top bit set (issue 14: it was evaluated).
+    ({"bucket": 0, "blinded": _top_bit_set()}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": 12}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0}, "items[0].blinded", "invalid_point"),
     ({"bucket": -1, "blinded": None}, "items[0].bucket", "invalid_bucket"),
