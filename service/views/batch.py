@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Final
 
@@ -55,12 +56,24 @@ _ANSWER: Final = b'{"line":%d,"ref":%b,%b'
 _FOUND: Final = itemgetter("found")
 
 
-class _LineTooLong:
-    """Marker for a line skipped because it exceeded the line limit."""
+class _Skipped:
+    """Marker for a line (or CSV record) that is answered with an error and never read:
+    none of its text is echoed."""
+
+    def __init__(self, code: str, message: str, *, odd_quotes: bool = False) -> None:
+        self.code, self.message, self.odd_quotes = code, message, odd_quotes
 
 
-TOO_LONG: Final = _LineTooLong()
-Line = bytes | _LineTooLong
+def _too_long(quotes: int) -> _Skipped:
+    return TOO_LONG_ODD if quotes % 2 else TOO_LONG
+
+
+TOO_LONG: Final = _Skipped("line_too_long", "This line is longer than any member record; skipped.")
+# The same, for a line with an odd number of quotes: in CSV, it opens or closes a field.
+TOO_LONG_ODD: Final = _Skipped(TOO_LONG.code, TOO_LONG.message, odd_quotes=True)
+UNCLOSED: Final = _Skipped("unclosed_quote",
+                           "A quoted field of this CSV record is never closed; skipped.")
+Line = bytes | _Skipped
 
 
 async def _chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -89,6 +102,7 @@ async def _lines(
     """
     pending = bytearray()  # the start of a line whose end has not arrived yet
     skipping = False  # inside an over-long line: drop bytes until its end
+    skipped_quotes = 0  # quotes dropped with it: a CSV reader must know if one is open
     total = 0
     async for chunk in _chunks(request, idle_timeout):
         total += len(chunk)
@@ -100,23 +114,28 @@ async def _lines(
             first: Line
             if skipping:
                 skipping = False
-                first = TOO_LONG
+                first = _too_long(skipped_quotes + parts[0].count(b'"'))
             else:
                 pending += parts[0]
-                first = bytes(pending) if len(pending) <= max_line else TOO_LONG
+                first = bytes(pending) if len(pending) <= max_line \
+                    else _too_long(pending.count(b'"'))
             pending.clear()
             batch: list[Line] = [first]
             batch += parts[1:]
             if max(map(len, parts)) > max_line:
-                batch[1:] = [TOO_LONG if len(part) > max_line else part for part in parts[1:]]
+                batch[1:] = [_too_long(part.count(b'"')) if len(part) > max_line else part
+                             for part in parts[1:]]
             yield batch
-        if not skipping:
+        if skipping:
+            skipped_quotes += rest.count(b'"')
+        else:
             pending += rest
             if len(pending) > max_line:
                 skipping = True
+                skipped_quotes = pending.count(b'"')
                 pending.clear()
     if skipping:
-        yield [TOO_LONG]
+        yield [_too_long(skipped_quotes)]
     elif pending:
         yield [bytes(pending)]
 
@@ -143,6 +162,8 @@ class _Parser:
         self.csv_mode = csv_mode
         self.columns: dict[str, int] | None = None
         self.delimiter = ","
+        self._open: bytearray | None = None  # a CSV record whose quoted field goes on
+        self._skip_quotes = False  # inside an over-long record, until its quote closes
 
     def header(self, text: str) -> None:
         """Find the columns; 422 when they cannot form a complete key on any line."""
@@ -160,6 +181,59 @@ class _Parser:
                 errors=missing,
             )
         self.columns = columns
+
+    def records(self, lines: list[Line], max_record: int) -> list[Line]:
+        """CSV: the physical lines joined into records, where a quoted field holds a
+        line break (csv's own reading decides). A record longer than `max_record`, or
+        one whose quote never closes, is one error line: none of its pieces is read as
+        a row of its own (a name's tail echoed as a ref)."""
+        records: list[Line] = []
+        for raw in lines:
+            odd = raw.odd_quotes if isinstance(raw, _Skipped) else raw.count(b'"') % 2 == 1
+            if self._skip_quotes:
+                # Inside the quoted field of an over-long record: skipped until a line
+                # with an odd number of quotes closes it.
+                self._skip_quotes = not odd
+                continue
+            if self._open is not None:
+                if isinstance(raw, _Skipped) or len(self._open) + 1 + len(raw) > max_record:
+                    records.append(TOO_LONG)
+                    self._open = None
+                    self._skip_quotes = not odd  # still inside the field
+                    continue
+                raw = bytes(self._open + b"\n" + raw)
+                self._open = None
+            elif isinstance(raw, _Skipped):
+                records.append(raw)
+                self._skip_quotes = odd  # an over-long line that opened a field
+                continue
+            if b'"' in raw and self._continues(raw):
+                self._open = bytearray(raw)
+                continue
+            records.append(raw)
+        return records
+
+    def end(self) -> list[Line]:
+        """At the end of the body: the record left open, if any, as an error."""
+        unclosed = self._open is not None or self._skip_quotes
+        self._open, self._skip_quotes = None, False
+        return [UNCLOSED] if unclosed else []
+
+    def _continues(self, raw: bytes) -> bool:
+        """True when the CSV record of `raw` goes on past its line break: csv's reader
+        asks for the next line only when the line ended inside a quoted field."""
+        asked = False
+
+        def one_line() -> Iterator[str]:
+            nonlocal asked
+            yield decode_line(raw) + "\n"
+            asked = True
+
+        try:
+            next(csv.reader(one_line(), delimiter=self.delimiter), None)
+        except csv.Error:
+            return False
+        return asked
 
     def fields(self, text: str) -> dict[str, Any]:
         if not self.csv_mode:
@@ -194,16 +268,34 @@ _HEADER_ERROR: Final[dict[str, str | None]] = {
 }
 
 
-def _ref(value: Any) -> tuple[Any, bool]:
+def _ref(value: Any, raw: bytes) -> tuple[Any, bool]:
+    """The ref to echo and whether it is acceptable (docs/design.md §5: a string or a
+    number of at most 128 characters, as written in the line `raw`)."""
     if value is None:
         return None, True
     if isinstance(value, bool):
         return None, False
     if isinstance(value, str) and len(value) <= MAX_REF_CHARS:
         return value, True
-    if isinstance(value, int | float) and len(str(value)) <= MAX_REF_CHARS:
-        return value, True
+    if type(value) is int:
+        return value, True  # orjson reads an integer of up to 20 digits, exactly
+    if isinstance(value, float):
+        # What counts is the number as written: a 201-digit one is read as the float
+        # 1e+200, whose text is short. Echoed as written, too (not 1e+200).
+        written = _written_ref_number(raw)
+        if written is not None and len(written) <= MAX_REF_CHARS:
+            return orjson.Fragment(written), True
     return None, False
+
+
+def _written_ref_number(raw: bytes) -> str | None:
+    """The text of the `ref` number of an NDJSON line (the slow path of rare lines)."""
+    try:
+        fields = json.loads(decode_line(raw), parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):
+        return None
+    written = fields.get("ref") if isinstance(fields, dict) else None
+    return written if isinstance(written, str) else None
 
 
 @routes.post("/v1/check/batch", name="batch")
@@ -247,6 +339,8 @@ async def _stream(
     store.record_usage(key.id, requests=1)
 
     async def answer(raw_lines: list[Line]) -> None:
+        if parser.csv_mode:
+            raw_lines = parser.records(raw_lines, settings.max_batch_line_bytes)
         chunk = settings.batch_chunk_lines
         for start in range(0, len(raw_lines), chunk):
             out = _process(request, parser, raw_lines[start:start + chunk], counts)
@@ -260,6 +354,7 @@ async def _stream(
         await answer(first)
         async for raw_lines in lines:
             await answer(raw_lines)
+        await answer(parser.end())
     except PayloadTooLarge as exc:
         await response.write(_abort_line(counts, "body_too_large", exc.detail))
     except RequestTimeout as exc:
@@ -302,7 +397,7 @@ async def _read_header(lines: AsyncIterator[list[Line]], parser: _Parser) -> lis
     """Read up to the CSV header and parse it; the lines that came after it."""
     async for raw_lines in lines:
         for position, raw in enumerate(raw_lines):
-            if isinstance(raw, _LineTooLong):
+            if isinstance(raw, _Skipped):
                 raise InvalidIdentifiers("The first line of the CSV body is not a header row.",
                                          errors=[_HEADER_ERROR])
             text = _clean(raw)
@@ -349,11 +444,9 @@ def _process(
     first_line = line = counts["lines"]
     try:
         for raw in lines:
-            if isinstance(raw, _LineTooLong):
+            if isinstance(raw, _Skipped):
                 line += 1
-                errors[line] = dumps(_error(
-                    line, None, None, "line_too_long",
-                    "This line is longer than any member record; skipped."))
+                errors[line] = dumps(_error(line, None, None, raw.code, raw.message))
                 continue
             fields: Any = None
             if ndjson:
@@ -386,7 +479,7 @@ def _process(
                     continue
             ref = fields.get("ref")
             if ref is not None and not (type(ref) is str and len(ref) <= MAX_REF_CHARS):
-                ref, ref_ok = _ref(ref)  # not a short string: the general rule
+                ref, ref_ok = _ref(ref, raw)  # not a short string: the general rule
                 if not ref_ok:
                     errors[line] = dumps(_error(
                         line, None, "ref", "invalid_ref",
