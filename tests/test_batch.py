@@ -385,11 +385,11 @@ async def test_csv_with_bom_blank_lines_no_final_newline_and_a_bad_row(
 async def test_csv_quoted_fields_may_hold_line_breaks(crafted_client: Client, token: str) -> None:
     # Issue 14 (7): a newline inside a quoted field made two answer lines, and the
     # second echoed a fragment of a name (`PONT"`) as its ref.
-    body = ('ref,nir,birth_date,last_name,first_name\r\n'
-            '"a","294037512000591","1994-03-15","DU\r\nPONT","Marie"\r\n'
-            'b,,1994-03-15,"Dupont","Marie\nClaire"\r\n'
-            '"c\n2",294037512000592,15/03/1994,,\r\n'
-            'd,253072B07300470,1953-07-20,,\r\n').encode()
+    body = (b'ref,nir,birth_date,last_name,first_name\r\n'
+            b'"a","294037512000591","1994-03-15","DU\r\nPONT","Marie"\r\n'
+            b'b,,1994-03-15,"Dupont","Marie\nClaire"\r\n'
+            b'"c\n2",294037512000592,15/03/1994,,\r\n'
+            b'd,253072B07300470,1953-07-20,,\r\n')
     *answers, summary = await send(crafted_client, token, body, "text/csv")
     assert [(a["line"], a["ref"]) for a in answers] == [
         (1, "a"), (2, "b"), (3, "c\n2"), (4, "d")]
