@@ -133,8 +133,31 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
+def _check_fresh_store(path: Path, action: str) -> None:
+    """A missing key store is created only by `keys create`, only where no service left
+    its journal, and never silently (issue 14: a `revoke` after the file was deleted made
+    an empty store, reused ids, and the running service never saw the revocation)."""
+    if path.exists():
+        return
+    if action not in ("create", "migrate"):
+        raise KeyStoreError(f"there is no key store at {path}: nothing to {action} "
+                            "(give --keys-db, or set $EXPOSURE_KEYS_DB)")
+    journals = [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm")]
+    if any(journal.exists() for journal in journals):
+        raise KeyStoreError(
+            f"the key store {path} is missing but its journal ({path}-wal) is there: a "
+            "service may still be using the deleted file. Restore the file from a "
+            "backup; or stop every service using it, remove the journal files and "
+            "create the keys again")
+    print(f"exposure-serve: creating a new key store at {path} (mode 0600)",
+          file=sys.stderr)
+
+
 def _keys(args: argparse.Namespace) -> int:
-    store = open_key_store(_keys_db(args), watch=False)
+    location = _keys_db(args)
+    if not is_postgres_url(location):
+        _check_fresh_store(Path(location), args.action)
+    store = open_key_store(location, watch=False)
     try:
         if args.action == "migrate":
             print(f"key store schema at version {store.migrate()}")

@@ -187,6 +187,10 @@ class Metrics:
             "exposure_index_loaded_timestamp_seconds", "When the generation was loaded",
             registry=self.registry,
         )
+        self.key_usage_write_failures = Counter(
+            "exposure_key_usage_write_failures",
+            "Flushes of per-key usage counts that the key store refused (kept in memory and "
+            "retried at the next flush)", registry=self.registry)
         self.index_swap_failures = Counter(
             "exposure_index_swap_failures", "Generations refused (verification failed)",
             registry=self.registry,

@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import logging
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Final
@@ -29,7 +30,7 @@ from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.identity import IdentityError
 from indexer.core.matchkeys import QueryError, QueryMemo, canonical_keys
 from indexer.index.lookup import Verdict
-from service.access import authenticate, take_from_key
+from service.access import authenticate, bearer_token, take_from_key
 from service.errors import (
     InvalidIdentifiers,
     PayloadTooLarge,
@@ -325,6 +326,32 @@ async def batch(request: web.Request) -> web.StreamResponse:
         return await _stream(request, key, parser, first, lines)
 
 
+# A stream opened before its key was revoked ends at the first chunk it answers after
+# the revocation is this old (plus at most one pacing wait): the key is looked up again,
+# by its token, at most this often (docs/operations.md, revoking a key).
+REVOCATION_CHECK_SECONDS: Final = 1.0
+
+
+class _KeyRevoked(Exception):
+    """The key of a stream in flight was revoked."""
+
+
+def _revocation_watch(request: web.Request) -> Callable[[], bool]:
+    """A check that the request's key is still live, cheap enough to call per chunk."""
+    store, token = request.app[KEYS], bearer_token(request)
+    checked = time.monotonic()
+
+    def still_live() -> bool:
+        nonlocal checked
+        now = time.monotonic()
+        if now - checked < REVOCATION_CHECK_SECONDS:
+            return True
+        checked = now
+        return token is not None and store.authenticate(token) is not None
+
+    return still_live
+
+
 async def _stream(
     request: web.Request, key: ApiKey, parser: _Parser, first: list[Line],
     lines: AsyncIterator[list[Line]],
@@ -338,11 +365,15 @@ async def _stream(
     store = request.app[KEYS]
     store.record_usage(key.id, requests=1)
 
+    still_live = _revocation_watch(request)
+
     async def answer(raw_lines: list[Line]) -> None:
         if parser.csv_mode:
             raw_lines = parser.records(raw_lines, settings.max_batch_line_bytes)
         chunk = settings.batch_chunk_lines
         for start in range(0, len(raw_lines), chunk):
+            if not still_live():
+                raise _KeyRevoked
             out = _process(request, parser, raw_lines[start:start + chunk], counts)
             if out:
                 used = out.count(b"\n")
@@ -357,6 +388,10 @@ async def _stream(
         await answer(parser.end())
     except PayloadTooLarge as exc:
         await response.write(_abort_line(counts, "body_too_large", exc.detail))
+    except _KeyRevoked:
+        response.force_close()
+        await response.write(_abort_line(counts, "key_revoked", "The API key was revoked: "
+                                         "the rest of the body was not read."))
     except RequestTimeout as exc:
         # The client stalled: say so, then close rather than wait for the rest.
         response.force_close()
