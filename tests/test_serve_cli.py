@@ -335,3 +335,111 @@ def test_a_graceful_stop_writes_every_access_line(
     assert all(logged[request_id] == 1 for request_id in answered), \
         [r for r in answered if logged[r] != 1][:5]
     assert logged["f11e-f11e-f11e-f11e"] == 1
+
+
+# ------------------------------------------------------- a log that cannot be written (14/5)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _start_with_stderr(crafted: Crafted, tmp_path: Path, stderr: Any,
+                       port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*SERVE, "--index", str(crafted.index_dir), "--pepper-file", str(crafted.pepper_file),
+         "--keys-db", str(tmp_path / "keys.sqlite"), "--host", "127.0.0.1", "--port", str(port),
+         "--anon-rate", "0"],
+        stdout=subprocess.DEVNULL, stderr=stderr, env=clean_env(), cwd=REPO)
+
+
+def _hammer(port: int, count: int) -> list[int]:
+    """`count` requests over one keep-alive connection (reconnecting if it closes)."""
+    statuses: list[int] = []
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(count):
+            path = "/healthz" if i % 2 else "/v1/sources"
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        connection.close()
+    return statuses
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int) -> None:
+    for _ in range(1200):
+        assert process.poll() is None, "exposure-serve exited"
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.05)
+    pytest.fail("exposure-serve never became ready")
+
+
+def test_a_log_pipe_nobody_reads_never_stops_a_worker(crafted: Crafted, tmp_path: Path) -> None:
+    # Issue 14 (5): with stderr on a pipe nobody reads, a worker stopped answering
+    # entirely after 511 requests, /healthz included.
+    port = _free_port()
+    process = _start_with_stderr(crafted, tmp_path, subprocess.PIPE, port)
+    try:
+        _wait_listening(process, port)
+        dropped = 0.0
+        for _ in range(30):  # until the pipe and the sink's queue are full, and past
+            assert set(_hammer(port, 1000)) == {200}
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/metrics")
+            metrics = connection.getresponse().read().decode()
+            connection.close()
+            found = re.search(r"^exposure_log_lines_dropped_total (\S+)$", metrics, re.M)
+            assert found
+            dropped = float(found.group(1))
+            if dropped > 1000:
+                break
+        assert dropped > 1000, "nothing dropped: was the pipe ever full?"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0
+    for line in err.decode().splitlines():  # what did get out is whole lines
+        if line.startswith("{"):
+            json.loads(line)
+
+
+def test_a_full_disk_under_the_log_fails_no_request(crafted: Crafted, tmp_path: Path) -> None:
+    # Issue 14 (5): 9 of 3,000 requests got 500 and a line was cut in half.
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(disk)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        port = _free_port()
+        with (disk / "serve.log").open("wb") as log:
+            process = _start_with_stderr(crafted, tmp_path, log, port)
+        try:
+            _wait_listening(process, port)
+            assert set(_hammer(port, 3000)) == {200}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        text = (disk / "serve.log").read_text(errors="replace")
+        assert len(text) > 30_000  # the disk did fill
+        lines = text.split("\n")
+        assert lines[-1] == ""  # it ends at the end of a line
+        for line in lines[:-1]:
+            if line.startswith("{"):
+                json.loads(line)  # whole, never cut in half
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)

@@ -27,6 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from service.resources.logs import dropped_lines
+
 __all__ = ["CONTENT_TYPE_LATEST", "CounterFamily", "HistogramFamily", "Metrics", "route_label"]
 
 
@@ -146,9 +148,20 @@ _SINGLE_FOUND: Labels = ("single", "found")
 _SINGLE_NOT_FOUND: Labels = ("single", "not_found")
 
 
+class _LogDrops:
+    """Log lines this process could not write (service.resources.logs.LogSink)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "exposure_log_lines_dropped",
+            "Log lines dropped because the log could not take them (a full pipe or disk)",
+            value=dropped_lines())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.registry.register(_LogDrops())
         # Registration order is the order on /metrics.
         self.requests = CounterFamily(
             "exposure_http_requests", "HTTP requests by route and status",
