@@ -41,7 +41,7 @@ from service.resources.apikeys import DEFAULT_KEY_RATE, KeyStoreError
 from service.resources.keystore import KeysLocation, is_postgres_url, open_key_store
 from service.resources.logs import configure_logging
 from service.settings import Settings
-from service.supervisor import bind_socket, run_worker, supervise
+from service.supervisor import PortInUse, reserve_port, run_worker, supervise
 
 KEYS_DB_ENV = "EXPOSURE_KEYS_DB"
 DEFAULT_KEYS_DB = Path("var/keys.sqlite")
@@ -128,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys":
             return _keys(args)
         return _serve(args)
-    except (PepperError, KeyStoreError, KeyMismatch, ValueError) as exc:
+    except (PepperError, KeyStoreError, KeyMismatch, PortInUse, ValueError) as exc:
         print(f"exposure-serve: {exc}", file=sys.stderr)
         return 2
 
@@ -229,8 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     # them. On one shared listening socket, whichever worker woke first took the
     # connection: all 64 keep-alive connections of a load test could land on one of
     # two workers (measured), leaving the other core idle.
-    sock = bind_socket(args.host, args.port, listen=args.workers == 1,
-                       reuse_port=args.workers > 1)
+    sock = reserve_port(args.host, args.port, workers=args.workers)
     port = sock.getsockname()[1]
     print(f"exposure-serve: http://{args.host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",

@@ -443,3 +443,79 @@ def test_a_full_disk_under_the_log_fails_no_request(crafted: Crafted, tmp_path: 
                 json.loads(line)  # whole, never cut in half
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+# ------------------------------------------------------------- process model (14/6)
+
+
+def _pids_answering(port: int, count: int = 20) -> set[int]:
+    pids = set()
+    for _ in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/healthz", headers={"Connection": "close"})
+            pids.add(json.loads(connection.getresponse().read())["worker"])
+        finally:
+            connection.close()
+    return pids
+
+
+@pytest.mark.parametrize("second_workers", [1, 2])
+def test_a_second_server_on_a_port_in_use_refuses_in_one_line(
+    server: Server, crafted: Crafted, tmp_path: Path, second_workers: int,
+) -> None:
+    # Issue 14 (6): two `--workers 2` on one port both started and split the traffic; a
+    # single-worker second instance died with a raw traceback.
+    before = _pids_answering(server.port)
+    process = subprocess.Popen(
+        [*SERVE, "--index", str(crafted.index_dir), "--pepper-file", str(crafted.pepper_file),
+         "--keys-db", str(tmp_path / "other-keys.sqlite"), "--host", "127.0.0.1",
+         "--port", str(server.port), "--workers", str(second_workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        cwd=REPO, start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # it started: its workers too
+        process.communicate()
+        pytest.fail("a second server started on a port in use")
+    assert process.returncode == 2, err
+    said = [line for line in err.splitlines() if line.startswith("exposure-serve:")]
+    assert "Traceback" not in err
+    assert any(f"port {server.port}" in line and "--port" in line for line in said), said
+    assert _pids_answering(server.port) <= before  # the first server alone answers
+
+
+def test_sighup_is_ignored_and_workers_are_never_orphaned(
+    crafted: Crafted, tmp_path: Path,
+) -> None:
+    with serving(crafted, tmp_path, workers=2) as running:
+        workers = _pids_answering(running.port)
+        running.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert running.process.poll() is None  # SIGHUP killed the supervisor before
+        assert _pids_answering(running.port) <= workers and \
+            server_alive(running.port)
+        assert "SIGHUP ignored" in running.log.read_text(errors="replace")
+        # The supervisor killed outright: its workers stop too, never serve unsupervised.
+        children = Path(f"/proc/{running.process.pid}/task/{running.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
+        assert len(pids) == 2
+        running.process.kill()
+        running.process.wait(timeout=30)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "orphaned workers still running"
+
+
+def server_alive(port: int) -> bool:
+    return bool(_pids_answering(port, 1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"
