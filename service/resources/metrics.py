@@ -161,7 +161,6 @@ class _LogDrops:
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.registry.register(_LogDrops())
         # Registration order is the order on /metrics.
         self.requests = CounterFamily(
             "exposure_http_requests", "HTTP requests by route and status",
@@ -217,6 +216,7 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
         # process_start_time_seconds...: read from /proc at scrape time (Linux).
         ProcessCollector(registry=self.registry)
+        self.registry.register(_LogDrops())
 
     def count_request(self, route: str, method: str, status: int, seconds: float = 0.0) -> None:
         if method not in _METHODS:
