@@ -61,6 +61,9 @@ def test_every_dependency_is_pinned_with_hashes_within_its_bounds() -> None:
             assert requirement.specifier.contains(version, prereleases=True), (name, version)
     for lock in (runtime, dev):
         assert all(hashes > 0 for _, hashes in lock.values())
+    build = pins(REPO / "requirements" / "build.txt")
+    assert {"pip", "setuptools", "wheel"} <= build.keys()
+    assert all(dev[name][0] == version for name, (version, _) in build.items())
     # The image (runtime) and the tests (dev) run the same versions of the runtime.
     assert {name: runtime[name][0] for name in runtime} == \
         {name: dev[name][0] for name in runtime}
