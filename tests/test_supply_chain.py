@@ -90,12 +90,15 @@ def test_the_environment_is_the_lock() -> None:
         assert installed == version, (name, installed, version)
 
 
-def test_make_install_and_audit_use_the_lock() -> None:
+def test_make_install_the_image_and_the_audit_use_the_lock() -> None:
     makefile = (REPO / "Makefile").read_text(encoding="utf-8")
     assert "LOCK := requirements/dev.txt" in makefile
     assert "pip install -q --require-hashes --no-deps -r $(LOCK)" in makefile
     assert "--no-deps --no-build-isolation -e ." in makefile
     assert "tools/audit_dependencies.py --lock $(LOCK)" in makefile
+    dockerfile = (REPO / "deploy" / "Dockerfile").read_text(encoding="utf-8")
+    assert "pip install --require-hashes --no-deps -r requirements/runtime.txt" in dockerfile
+    assert "pip install --require-hashes --no-deps -r requirements/build.txt" in dockerfile
 
 
 FAKE_PIP_AUDIT = """#!{python}
