@@ -14,13 +14,11 @@ import asyncio
 import contextlib
 import ctypes
 import errno
-import fcntl
 import gc
 import logging
 import os
 import signal
 import socket
-import tempfile
 import time
 
 from aiohttp import web
@@ -59,9 +57,9 @@ class PortInUse(Exception):
     """The port is taken (by another exposure-serve, or any program): said in one line."""
 
 
-# The lock files that keep a port ours: open (never closed) for as long as the process
-# and its workers live; the kernel releases the lock when the last of them exits.
-_PORT_LOCKS: list[int] = []
+# The sockets that keep a port ours: bound (never closed) for as long as the process and
+# its workers live; the kernel releases the name when the last of them exits.
+_PORT_LOCKS: list[socket.socket] = []
 
 
 def reserve_port(host: str, port: int, *, workers: int) -> socket.socket:
@@ -69,9 +67,10 @@ def reserve_port(host: str, port: int, *, workers: int) -> socket.socket:
 
     With SO_REUSEPORT (several workers) the kernel lets any process of the same user
     bind the same port, and a second server would split the traffic with the first: a
-    lock file per port (`exposure-serve-PORT.lock` in the temporary directory, flock)
-    says who serves it. Taken after the bind, as --port 0 is known only then, and before
-    any socket listens.
+    Unix socket in the abstract namespace, `exposure-serve-PORT`, says who serves it. It
+    is no file (nothing in /tmp, nothing left behind), and it belongs to the network
+    namespace, as the port does. Taken after the bind, as --port 0 is known only then,
+    and before any socket listens.
     """
     try:
         sock = bind_socket(host, port, listen=workers == 1, reuse_port=workers > 1)
@@ -81,28 +80,23 @@ def reserve_port(host: str, port: int, *, workers: int) -> socket.socket:
                             "or choose another --port") from None
         raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     bound = sock.getsockname()[1]
-    holder = _lock_port(bound)
-    if holder is not None:
+    if not _lock_port(bound):
         sock.close()
-        raise PortInUse(f"port {bound} is already served by another exposure-serve "
-                        f"(process {holder}): stop it, or choose another --port")
+        raise PortInUse(f"port {bound} is already served by another exposure-serve: stop "
+                        "it, or choose another --port")
     return sock
 
 
-def _lock_port(port: int) -> str | None:
-    """None once this process holds the port's lock; else who holds it."""
-    path = os.path.join(tempfile.gettempdir(), f"exposure-serve-{port}.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+def _lock_port(port: int) -> bool:
+    """True once this process holds the port's name; False if another server does."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.bind(f"\0exposure-serve-{port}")
     except OSError:
-        holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        return holder
-    os.ftruncate(fd, 0)
-    os.write(fd, str(os.getpid()).encode())
-    _PORT_LOCKS.append(fd)
-    return None
+        lock.close()
+        return False
+    _PORT_LOCKS.append(lock)
+    return True
 
 
 def _die_with(parent: int) -> None:
