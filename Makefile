@@ -6,15 +6,27 @@ PY := $(BIN)/python
 DEMO_RECORDS ?= 1000000
 PORT ?= 8080
 
-.PHONY: install demo serve test check lint typecheck audit pytest pytest-fast bench clean container-test compose-test
+.PHONY: install lock demo serve test check lint typecheck audit pytest pytest-fast bench clean container-test compose-test
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Exactly the versions of the hashed lock (runtime and dev, build tools included), nothing
+# resolved at install time; then this project itself, without its dependencies.
+LOCK := requirements/dev.txt
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@
+
+# Refresh the locks after changing a dependency in pyproject.toml (or to take newer
+# versions within its bounds): the one command, then review the diff and `make test`.
+PIP_COMPILE := $(BIN)/pip-compile -q --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links --upgrade
+lock: install
+	$(PIP_COMPILE) --output-file requirements/runtime.txt pyproject.toml
+	$(PIP_COMPILE) --extra dev --output-file requirements/dev.txt pyproject.toml
+	$(PIP_COMPILE) --output-file requirements/build.txt requirements/build.in
 
 var/pepper.key:
 	mkdir -p var
@@ -52,15 +64,16 @@ pytest: install
 pytest-fast: install
 	$(PY) -m pytest -q -n auto -m "not slow and not browser"
 
-# Security checks of the code (bandit, configured in pyproject.toml) and of the exact
-# dependency versions installed (pip-audit, through tools/audit_dependencies.py). When
-# PyPI's vulnerability data cannot be reached, the audit says "NOT AUDITED" and how many
+# Security checks of the code (bandit, configured in pyproject.toml) and of the locked
+# dependency versions (pip-audit on $(LOCK), through tools/audit_dependencies.py). When
+# PyPI's vulnerability data cannot be reached (it cannot from the project's machines:
+# docs/operations.md, dependencies), the audit says "NOT AUDITED" and how many
 # dependencies it could not check, and passes so that offline machines can still test;
 # AUDIT_STRICT=1 makes that a failure. A known vulnerability always fails.
 AUDIT_STRICT ?=
 audit: install
 	$(BIN)/bandit -q -c pyproject.toml -r indexer service client
-	$(PY) tools/audit_dependencies.py $(if $(AUDIT_STRICT),--strict,)
+	$(PY) tools/audit_dependencies.py --lock $(LOCK) $(if $(AUDIT_STRICT),--strict,)
 
 # `make check` while working (lint, types and the fast tests, in parallel: about two
 # minutes); `make test` is the whole suite, what CI runs.

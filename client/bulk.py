@@ -47,6 +47,7 @@ from typing import IO, Any, Final, Protocol
 import aiohttp
 import orjson
 
+from client.cells import SafeRowWriter
 from indexer import __version__
 from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.records import DATA_CLASSES
@@ -215,28 +216,59 @@ def count_lines(path: Path) -> int:
 # --------------------------------------------------------------------------- results
 
 
+# What the service may send, by contract (docs/design.md §4-5): anything else in a cell
+# of RESULTS.csv would be whatever a hostile or broken server chose to put there.
+MATCH_LEVELS: Final = frozenset({"strong", "weak", "similar"})
+_SOURCE_ID: Final = re.compile(r"[a-z0-9-]{1,64}")
+_NAME: Final = re.compile(r"[a-z][a-z_]{0,63}")  # data classes and error codes
+_FIELD: Final = re.compile(r"[a-z_][a-z0-9_.\[\]]{0,63}")
+
+
+def _expected(value: object, shape: re.Pattern[str], what: str) -> str:
+    if not isinstance(value, str) or not shape.fullmatch(value):
+        # Never quote the value: it is whatever the server sent.
+        raise ClientError(f"the service sent {what} outside the expected vocabulary; "
+                          "is --url the exposure lookup service?")
+    return value
+
+
 def result_row(ref: str, answer: Mapping[str, Any]) -> list[str]:
-    """One RESULTS.csv row from one answer line: the caller's ref and the verdict only."""
-    if answer.get("found") is False and not answer.get("sources"):
+    """One RESULTS.csv row from one answer line: the caller's ref and the verdict only,
+    every value the server sent checked against the contract's vocabulary."""
+    if answer.get("found") is False and not answer.get("sources") and "error" not in answer \
+            and answer.get("match") is None:
         return [ref, "false", "", "", "", ""]  # most lines: keep them cheap
     error = answer.get("error")
     if isinstance(error, Mapping):
-        code = str(error.get("code") or "error")
+        code = _expected(error.get("code"), _NAME, "an error code")
         where = error.get("field")
+        if where is not None:
+            _expected(where, _FIELD, "an error field")
         return [ref, "", "", "", "", f"{where}:{code}" if where else code]
     sources = answer.get("sources")
     if not isinstance(sources, list) or not isinstance(answer.get("found"), bool):
         raise ClientError("the service sent an answer line without 'found' and 'sources'")
+    match = answer.get("match")
+    if match is not None and match not in MATCH_LEVELS:
+        raise ClientError("the service sent a match level outside the expected vocabulary; "
+                          "is --url the exposure lookup service?")
     exposed: set[str] = set()
+    ids: list[str] = []
     for source in sources:
-        exposed.update(str(name) for name in source.get("exposed", ()))
+        if not isinstance(source, Mapping):
+            raise ClientError("the service sent a source that is not a JSON object")
+        ids.append(_expected(source.get("id"), _SOURCE_ID, "a source id"))
+        classes = source.get("exposed", ())
+        if not isinstance(classes, list):
+            raise ClientError("the service sent 'exposed' that is not a list")
+        exposed.update(_expected(name, _NAME, "a data class") for name in classes)
     known = [name for name in DATA_CLASSES if name in exposed]
     newer = sorted(exposed.difference(DATA_CLASSES))  # a vocabulary grown since this client
     return [
         ref,
         "true" if answer["found"] else "false",
-        str(answer.get("match") or ""),
-        "|".join(str(source.get("id", "")) for source in sources),
+        match or "",
+        "|".join(ids),
         "|".join(known + newer),
         "",
     ]
@@ -658,7 +690,9 @@ def check(args: argparse.Namespace) -> int:
 
 def _run(layout: MemberLayout, url: str, api_key: str | None, stream: IO[str],
          progress: Progress, args: argparse.Namespace, context: ssl.SSLContext | None) -> Tally:
-    writer = csv.writer(stream, lineterminator="\n")
+    # Every cell neutralised: a ref from the member file, or anything from the server,
+    # that a spreadsheet would run as a formula (client.cells).
+    writer = SafeRowWriter(csv.writer(stream, lineterminator="\n"))
     writer.writerow(RESULT_COLUMNS)
     if args.private:
         base = url.removesuffix(BATCH_PATH)

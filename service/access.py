@@ -7,6 +7,7 @@ only ever hashed and compared (service.resources.apikeys); it is never logged.
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 
 from aiohttp import web
@@ -17,7 +18,8 @@ from service.resources.metrics import route_label
 from service.settings import Network
 from service.state import ANON_LIMITER, KEY_LIMITER, KEYS, METRICS, SETTINGS
 
-__all__ = ["admit", "authenticate", "came_over_tls", "client_address", "spend"]
+__all__ = ["admit", "authenticate", "came_over_tls", "client_address", "limit_key",
+           "spend"]
 
 
 def client_address(request: web.Request, trusted: Sequence[Network]) -> str:
@@ -91,17 +93,39 @@ def take_from_key(request: web.Request, key: ApiKey, cost: float) -> float:
     )
 
 
+def limit_key(address: str, ipv6_prefix: int) -> str:
+    """The client a limit counts: an IPv4 address as it is, an IPv6 address as its
+    network of `ipv6_prefix` bits (a /64 is what one customer usually gets: counting
+    each of its addresses apart would leave it unlimited), an IPv4-mapped one as IPv4."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.IPv6Address(address)
+    except ValueError:
+        return address
+    if ip.ipv4_mapped is not None:
+        return str(ip.ipv4_mapped)
+    return str(ipaddress.IPv6Network((ip, ipv6_prefix), strict=False))
+
+
 def spend(request: web.Request, key: ApiKey | None, cost: float = 1.0) -> None:
-    """Spend `cost` units of the caller's limit (the key's, else the address's) or 429."""
+    """Spend `cost` units of the caller's limit (the key's, else the client's) or 429."""
     if key is not None:
         wait = take_from_key(request, key, cost)
+        burst, rate = max(1.0, float(key.rate_per_minute)), float(key.rate_per_minute)
     else:
         limiter = request.app[ANON_LIMITER]
         if limiter.unlimited:
             return  # `--anon-rate 0`: nothing to count, so no address to work out
-        wait = limiter.take(client_address(request, request.app[SETTINGS].trusted_proxies), cost)
+        settings = request.app[SETTINGS]
+        client = limit_key(client_address(request, settings.trusted_proxies),
+                           settings.ipv6_prefix)
+        wait = limiter.take(client, cost)
+        burst, rate = limiter.burst, limiter.rate_per_second * 60.0
     if wait > 0:
         request.app[METRICS].rate_limited.labels(route_label(request)).inc()
+        if math.isinf(wait):
+            raise RateLimited.beyond_burst(cost, burst, 60.0 * burst / rate)
         raise RateLimited(wait)
 
 

@@ -17,12 +17,12 @@ from concurrent.futures import ThreadPoolExecutor
 from aiohttp import web
 
 from indexer.core.fingerprint import Fingerprinter, load_pepper, resolve_pepper_file
-from service.errors import NotReady
+from service.errors import FeatureOff
 from service.middleware import make_middleware, on_prepare
 from service.resources.apikeys import KeyStoreError
 from service.resources.index_holder import IndexHolder
 from service.resources.inflight import InFlight
-from service.resources.keystore import open_key_store
+from service.resources.keystore import describe_location, open_key_store
 from service.resources.logs import flush_logs
 from service.resources.metrics import Metrics
 from service.resources.private import EVALUATE_THREADS, PrivateLookups, oprf_key
@@ -65,6 +65,7 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     store = await asyncio.get_running_loop().run_in_executor(
         None, open_key_store, settings.keys_db)
     app[KEYS] = store
+    metrics = app[METRICS]
     loop = asyncio.get_running_loop()
 
     async def flush_periodically() -> None:
@@ -76,9 +77,16 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
             rows = store.take_usage()
             try:
                 await loop.run_in_executor(None, store.write_usage, rows)
-            except (sqlite3.Error, KeyStoreError):
-                log.exception("usage not written; retrying at the next flush")
+            except (sqlite3.Error, KeyStoreError) as exc:
+                # One line, counted: a read-only or vanished store must not fill the log
+                # with tracebacks every five seconds, nor lose usage unseen.
+                metrics.key_usage_write_failures.inc()
+                log.error("usage not written; retrying at the next flush",
+                          extra={"error": type(exc).__name__, "reason": str(exc)})
                 store.put_back_usage(rows)
+            if await loop.run_in_executor(None, store.reopen_if_replaced):
+                log.warning("key store replaced: reopened",
+                            extra={"store": describe_location(settings.keys_db)})
 
     flusher = asyncio.create_task(flush_periodically())
     yield
@@ -87,7 +95,12 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
         await flusher
     # A write cancelled above still runs to its end in its thread; close() waits for it
     # (same lock) and then writes what is left.
-    await loop.run_in_executor(None, store.close)
+    try:
+        await loop.run_in_executor(None, store.close)
+    except sqlite3.Error as exc:
+        metrics.key_usage_write_failures.inc()
+        log.error("usage not written at stop: lost",
+                  extra={"error": type(exc).__name__, "reason": str(exc)})
 
 
 async def _private_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -100,7 +113,7 @@ async def _private_ctx(app: web.Application) -> AsyncIterator[None]:
     app[PRIVATE] = lookups
     holder = app[INDEX]
     if key is not None and holder.ready:
-        with contextlib.suppress(NotReady):  # logged by PrivateLookups; the routes say why
+        with contextlib.suppress(FeatureOff):  # logged by PrivateLookups; the routes say why
             await lookups.index_for(holder.checker.reader.path)
     yield
     executor.shutdown(wait=False, cancel_futures=True)

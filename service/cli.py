@@ -1,7 +1,7 @@
 """`exposure-serve`: run the service, or manage API keys (docs/design.md §5, contract).
 
     exposure-serve [--index DIR] [--host H] [--port P] [--workers N] [--pepper-file F]
-                   [--keys-db PATH|URL] [--anon-rate PER_MIN] [--anon-burst N]
+                   [--keys-db PATH|URL] [--anon-rate PER_MIN] [--anon-burst N] [--ipv6-prefix BITS]
                    [--max-batch-bytes N] [--trusted-proxy CIDR ...]
                    [--keepalive-timeout SECONDS] [--body-timeout SECONDS]
     exposure-serve keys create NAME [--rate RECORDS_PER_MIN]
@@ -41,7 +41,7 @@ from service.resources.apikeys import DEFAULT_KEY_RATE, KeyStoreError
 from service.resources.keystore import KeysLocation, is_postgres_url, open_key_store
 from service.resources.logs import configure_logging
 from service.settings import Settings
-from service.supervisor import bind_socket, run_worker, supervise
+from service.supervisor import PortInUse, reserve_port, run_worker, supervise
 
 KEYS_DB_ENV = "EXPOSURE_KEYS_DB"
 DEFAULT_KEYS_DB = Path("var/keys.sqlite")
@@ -70,6 +70,9 @@ def _parser() -> argparse.ArgumentParser:
                         f"(default: ${KEYS_DB_ENV}, else {DEFAULT_KEYS_DB})")
     parser.add_argument("--anon-rate", type=float, default=30.0, metavar="PER_MIN",
                         help="anonymous lookups per minute per address (0 = unlimited; default 30)")
+    parser.add_argument("--ipv6-prefix", type=int, default=64, metavar="BITS",
+                        help="an IPv6 client is limited as its /BITS network: one customer "
+                        "usually holds a /64 (default 64; 128 counts each address)")
     parser.add_argument("--anon-burst", type=int, default=10, metavar="N",
                         help="anonymous burst (default 10)")
     parser.add_argument("--max-batch-bytes", type=int, default=1 << 30, metavar="N",
@@ -125,13 +128,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "keys":
             return _keys(args)
         return _serve(args)
-    except (PepperError, KeyStoreError, KeyMismatch, ValueError) as exc:
+    except (PepperError, KeyStoreError, KeyMismatch, PortInUse, ValueError) as exc:
         print(f"exposure-serve: {exc}", file=sys.stderr)
         return 2
 
 
+def _check_fresh_store(path: Path, action: str) -> None:
+    """A missing key store is created only by `keys create`, only where no service left
+    its journal, and never silently (issue 14: a `revoke` after the file was deleted made
+    an empty store, reused ids, and the running service never saw the revocation)."""
+    if path.exists():
+        return
+    if action not in ("create", "migrate"):
+        raise KeyStoreError(f"there is no key store at {path}: nothing to {action} "
+                            "(give --keys-db, or set $EXPOSURE_KEYS_DB)")
+    journals = [Path(f"{path}{suffix}") for suffix in ("-wal", "-shm")]
+    if any(journal.exists() for journal in journals):
+        raise KeyStoreError(
+            f"the key store {path} is missing but its journal ({path}-wal) is there: a "
+            "service may still be using the deleted file. Restore the file from a "
+            "backup; or stop every service using it, remove the journal files and "
+            "create the keys again")
+    print(f"exposure-serve: creating a new key store at {path} (mode 0600)",
+          file=sys.stderr)
+
+
 def _keys(args: argparse.Namespace) -> int:
-    store = open_key_store(_keys_db(args), watch=False)
+    location = _keys_db(args)
+    if not is_postgres_url(location):
+        _check_fresh_store(Path(location), args.action)
+    store = open_key_store(location, watch=False)
     try:
         if args.action == "migrate":
             print(f"key store schema at version {store.migrate()}")
@@ -159,6 +185,8 @@ def _keys(args: argparse.Namespace) -> int:
 def settings_from_args(args: argparse.Namespace) -> Settings:
     if args.anon_rate < 0 or args.anon_burst < 1:
         raise ValueError("--anon-rate must be >= 0 and --anon-burst >= 1")
+    if not 1 <= args.ipv6_prefix <= 128:
+        raise ValueError("--ipv6-prefix must be from 1 to 128 (bits of an IPv6 network)")
     if args.workers < 1:
         raise ValueError("--workers must be at least 1")
     if args.keepalive_timeout <= 0 or args.body_timeout <= 0:
@@ -170,6 +198,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     return Settings(
         index_dir=args.index, pepper_file=args.pepper_file, keys_db=_keys_db(args),
         anon_rate=args.anon_rate, anon_burst=args.anon_burst, trusted_proxies=proxies,
+        ipv6_prefix=args.ipv6_prefix,
         max_batch_bytes=args.max_batch_bytes, index_poll_seconds=args.index_poll,
         keepalive_timeout=args.keepalive_timeout, body_timeout=args.body_timeout,
         oprf_key_file=args.oprf_key_file,
@@ -200,8 +229,7 @@ def _serve(args: argparse.Namespace) -> int:
     # them. On one shared listening socket, whichever worker woke first took the
     # connection: all 64 keep-alive connections of a load test could land on one of
     # two workers (measured), leaving the other core idle.
-    sock = bind_socket(args.host, args.port, listen=args.workers == 1,
-                       reuse_port=args.workers > 1)
+    sock = reserve_port(args.host, args.port, workers=args.workers)
     port = sock.getsockname()[1]
     print(f"exposure-serve: http://{args.host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, index {settings.index_dir})",

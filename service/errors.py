@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "ApiError",
     "BadRequest",
+    "FeatureOff",
     "Forbidden",
     "InvalidIdentifiers",
     "NotFound",
@@ -75,6 +76,15 @@ class NotFound(ApiError):
     status, slug, title = 404, "not-found", "Not found"
 
 
+class FeatureOff(NotFound):
+    """A feature this deployment does not offer (private lookups without an OPRF key, or
+    an index without a private part). 404, never a 5xx: a 5xx says the service is
+    failing, and a proxy that counts it marks every backend down at once (docs/design.md
+    §5), when each of them is answering exactly as configured."""
+
+    slug, title = "not-enabled", "Not enabled on this service"
+
+
 class MethodNotAllowed(ApiError):
     status, slug, title = 405, "method-not-allowed", "Method not allowed"
 
@@ -101,12 +111,20 @@ class InvalidIdentifiers(ApiError):
 class RateLimited(ApiError):
     status, slug, title = 429, "rate-limited", "Too many requests"
 
-    def __init__(self, retry_after: float) -> None:
+    def __init__(self, retry_after: float, detail: str | None = None) -> None:
         seconds = max(1, int(retry_after + 0.999))
         super().__init__(
-            f"Rate limit reached: retry in {seconds} s.", headers={"Retry-After": str(seconds)}
+            detail or f"Rate limit reached: retry in {seconds} s.",
+            headers={"Retry-After": str(seconds)},
         )
         self.retry_after = seconds
+
+    @classmethod
+    def beyond_burst(cls, cost: float, burst: float, refill_seconds: float) -> RateLimited:
+        """A request costing more than the caller's limit ever holds at once: no wait
+        lets it through (nothing passes on credit), only a smaller request."""
+        return cls(refill_seconds, f"This request costs {cost:g} units and your limit holds "
+                   f"at most {burst:g} at once: send at most {burst:g} items per request.")
 
 
 class NotReady(ApiError):

@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import orjson
-from aiohttp import web
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from multidict import CIMultiDict, CIMultiDictProxy, istr
 
@@ -47,7 +48,11 @@ __all__ = ["HTML_ERROR_RENDERER", "REQUEST_ID", "answer_headers", "make_middlewa
 log = logging.getLogger("exposure.http")
 access_log = AccessLog(log)
 REQUEST_ID: Final = web.RequestKey("request_id", str)
-_SAFE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# A client's X-Request-Id is logged and echoed: only the shape request-id generators give
+# (UUIDs, nginx's $request_id, W3C trace ids: hex digits and hyphens, 16 to 64 of them)
+# is kept. A NIR (13 or 15 characters), a date or a name (letters past F) never fits;
+# anything else is replaced by an id of ours.
+_SAFE_REQUEST_ID: Final = re.compile(r"[0-9A-Fa-f-]{16,64}")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HtmlRenderer = Callable[[web.Request, ApiError], Awaitable[web.StreamResponse]]
@@ -171,6 +176,7 @@ async def _handled(request: web.Request, handler: Handler, deadline: float | Non
     """The handler's answer, or the rendering of whatever it raised."""
     response: web.StreamResponse
     try:
+        _refuse_encoded_body(request)
         response = await _within(deadline, handler, request)
     except QueryError as exc:
         response = await _render(request, InvalidIdentifiers(
@@ -179,7 +185,7 @@ async def _handled(request: web.Request, handler: Handler, deadline: float | Non
         ))
     except ApiError as exc:
         response = await _render(request, exc)
-        if isinstance(exc, RequestTimeout):
+        if isinstance(exc, RequestTimeout | UnsupportedEncoding):
             # The rest of a stalled body may never come: do not wait for it, and do not
             # keep the connection.
             response.force_close()
@@ -193,6 +199,13 @@ async def _handled(request: web.Request, handler: Handler, deadline: float | Non
         # closed request"; it is only ever seen in our log and metrics.
         log.info("client went away", extra={"request_id": request_id, "route": route})
         response = web.Response(status=CLIENT_CLOSED_REQUEST)
+    except HttpProcessingError as exc:
+        # A body that breaks its framing midway (a bad chunk): the client's fault, and the
+        # connection's state is unknown. Its message may quote the bytes: type only.
+        log.warning("unreadable body", extra={"request_id": request_id,
+                                              "error": type(exc).__name__})
+        response = await _render(request, BadRequest("The request body could not be read."))
+        response.force_close()
     except (ValueError, UnicodeDecodeError) as exc:
         # Decoding and parsing errors that escaped a handler are the client's fault,
         # but their text may quote the input: log the type only.
@@ -203,6 +216,25 @@ async def _handled(request: web.Request, handler: Handler, deadline: float | Non
         log.exception("internal error", extra={"request_id": request_id, "route": route})
         response = await _render(request, ApiError("Internal error."))
     return response
+
+
+class UnsupportedEncoding(UnsupportedMediaType):
+    """415 for a compressed request body (RFC 7694: the answer names what is accepted)."""
+
+    def __init__(self) -> None:
+        super().__init__("Send the body without Content-Encoding (uncompressed).",
+                         headers={"Accept-Encoding": "identity"})
+
+
+def _refuse_encoded_body(request: web.Request) -> None:
+    """No route takes a compressed body. aiohttp would inflate gzip and deflate as they
+    stream in and fail on a bad one in the middle of a handler (a 500, an `internal_error`
+    line in bulk): refuse them all before reading, with 415. The connection is closed
+    after the answer: the body is left unread."""
+    encoding = request.headers.get(hdrs.CONTENT_ENCODING)
+    if encoding is not None and request.body_exists \
+            and encoding.strip().lower() not in ("", "identity"):
+        raise UnsupportedEncoding()
 
 
 async def _within(seconds: float | None, handler: Handler,

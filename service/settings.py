@@ -17,6 +17,8 @@ class Settings:
     anon_rate: float = 30.0  # lookups per minute per client address; 0 = unlimited
     anon_burst: int = 10
     trusted_proxies: tuple[Network, ...] = ()
+    # An IPv6 client is limited as its /ipv6_prefix network (service.access.limit_key).
+    ipv6_prefix: int = 64
     max_check_bytes: int = 16 * 1024
     max_batch_bytes: int = 1 << 30
     max_batch_line_bytes: int = 64 * 1024

@@ -3,12 +3,17 @@
 With --workers N the parent reserves the port and forks N workers, each listening on
 its own socket bound to it (SO_REUSEPORT: the kernel spreads connections evenly); they
 share the memory-mapped index through the page cache. The parent restarts a worker
-that dies and passes SIGTERM/SIGINT on for a graceful drain (docs/operations.md).
+that dies and passes SIGTERM/SIGINT on for a graceful drain; SIGHUP is ignored; a worker
+whose supervisor dies stops too; a second server on a port in use refuses to start
+(docs/operations.md).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
+import errno
 import gc
 import logging
 import os
@@ -48,6 +53,65 @@ def bind_socket(host: str, port: int, *, listen: bool, reuse_port: bool = True
     return sock
 
 
+class PortInUse(Exception):
+    """The port is taken (by another exposure-serve, or any program): said in one line."""
+
+
+# The sockets that keep a port ours: bound (never closed) for as long as the process and
+# its workers live; the kernel releases the name when the last of them exits.
+_PORT_LOCKS: list[socket.socket] = []
+
+
+def reserve_port(host: str, port: int, *, workers: int) -> socket.socket:
+    """The socket that holds (host, port) for this server, refusing a port in use.
+
+    With SO_REUSEPORT (several workers) the kernel lets any process of the same user
+    bind the same port, and a second server would split the traffic with the first: a
+    Unix socket in the abstract namespace, `exposure-serve-PORT`, says who serves it. It
+    is no file (nothing in /tmp, nothing left behind), and it belongs to the network
+    namespace, as the port does. Taken after the bind, as --port 0 is known only then,
+    and before any socket listens.
+    """
+    try:
+        sock = bind_socket(host, port, listen=workers == 1, reuse_port=workers > 1)
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use: stop what serves it, "
+                            "or choose another --port") from None
+        raise PortInUse(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    bound = sock.getsockname()[1]
+    if not _lock_port(bound):
+        sock.close()
+        raise PortInUse(f"port {bound} is already served by another exposure-serve: stop "
+                        "it, or choose another --port")
+    return sock
+
+
+def _lock_port(port: int) -> bool:
+    """True once this process holds the port's name; False if another server does."""
+    lock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lock.bind(f"\0exposure-serve-{port}")
+    except OSError:
+        lock.close()
+        return False
+    _PORT_LOCKS.append(lock)
+    return True
+
+
+def _die_with(parent: int) -> None:
+    """A worker whose supervisor dies (SIGKILL, a crash) gets SIGTERM and drains,
+    rather than serve on unsupervised (Linux's PR_SET_PDEATHSIG)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # it died before the call above
+        os._exit(0)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def run_worker(settings: Settings, sock: socket.socket) -> None:
     try:
         asyncio.run(_serve_until_stopped(settings, sock))
@@ -73,6 +137,9 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # SIGHUP (a closed terminal, a habit of `kill -HUP`) is ignored: the service picks
+    # up new generations and keys by itself; settings change with a restart.
+    loop.add_signal_handler(signal.SIGHUP, _hangup_ignored)
     app = create_app(settings)
     runner = ServiceRunner(
         app, handle_signals=False, access_log=None,
@@ -102,6 +169,11 @@ async def _serve_until_stopped(settings: Settings, sock: socket.socket) -> None:
         await runner.cleanup()
 
 
+def _hangup_ignored() -> None:
+    log.info("SIGHUP ignored: new generations and keys are picked up without it; "
+             "restart to change settings")
+
+
 def supervise(settings: Settings, sock: socket.socket, address: tuple[str, int],
                workers: int) -> int:
     """Fork `workers` workers, each listening on its own socket bound to `address`
@@ -110,11 +182,15 @@ def supervise(settings: Settings, sock: socket.socket, address: tuple[str, int],
     children: dict[int, int] = {}
     stopping = False
 
+    supervisor = os.getpid()
+
     def spawn(slot: int) -> None:
         pid = os.fork()
         if pid == 0:  # child
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until its loop says so
+            _die_with(supervisor)
             code = 0
             try:
                 sock.close()  # the parent's: it only holds the port
@@ -138,6 +214,7 @@ def supervise(settings: Settings, sock: socket.socket, address: tuple[str, int],
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGHUP, lambda _signum, _frame: _hangup_ignored())
     for slot in range(workers):
         spawn(slot)
     restarts: list[float] = []

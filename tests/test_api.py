@@ -367,6 +367,30 @@ async def test_forwarded_for_counts_only_behind_a_trusted_proxy(
         assert response.status == status, address
 
 
+@pytest.mark.parametrize(("prefix", "same_client"), [(64, True), (128, False)])
+async def test_ipv6_clients_are_limited_per_prefix(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], prefix: int,
+    same_client: bool,
+) -> None:
+    # Issue 14 (2): per /128, anyone holding a /64 was unlimited.
+    import ipaddress
+
+    client = await aiohttp_client(create_app(make_settings(
+        anon_rate=1.0, anon_burst=2, ipv6_prefix=prefix,
+        trusted_proxies=(ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")))))
+    statuses = []
+    for address in ("2001:db8:aa:bb::1", "2001:db8:aa:bb:ffff::2", "2001:DB8:AA:BB:1:2:3:4"):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers={"X-Forwarded-For": address})
+        statuses.append(response.status)
+    assert statuses == ([200, 200, 429] if same_client else [200, 200, 200])
+    # Another /64, and IPv4 (mapped or not), are other clients.
+    for address in ("2001:db8:aa:cc::1", "::ffff:198.51.100.9", "198.51.100.10"):
+        response = await client.post("/v1/check", json=STRANGER,
+                                     headers={"X-Forwarded-For": address})
+        assert response.status == 200, address
+
+
 async def test_bearer_key_on_check_uses_the_keys_own_limit(
     aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings]
 ) -> None:
@@ -518,11 +542,38 @@ def test_metrics_counted_as_plain_numbers_render_as_prometheus_client_would() ->
 
 
 async def test_security_headers_and_request_id(client: Client) -> None:
-    response = await client.get("/healthz", headers={"X-Request-Id": "abc-123"})
-    assert response.headers["X-Request-Id"] == "abc-123"
+    uuid = "3f2a1c00-9b8e-4d7f-a6b5-0123456789ab"
+    response = await client.get("/healthz", headers={"X-Request-Id": uuid})
+    assert response.headers["X-Request-Id"] == uuid
     assert response.headers["X-Content-Type-Options"] == "nosniff"
     response = await client.get("/healthz", headers={"X-Request-Id": "<script>"})
     assert response.headers["X-Request-Id"] != "<script>"
+
+
+@pytest.mark.parametrize("supplied", [
+    "294037512000591", "2940375120005", "253072B07300470", "1994-03-15", "15/03/1994",
+    "JEAN-PIERRE-DUPONT", "d'artagnan", "abc", "x" * 65, "a" * 65,
+])
+async def test_a_request_id_that_could_be_an_identifier_is_replaced(
+    client: Client, supplied: str,
+) -> None:
+    # Issue 14 (8): a client's X-Request-Id (a NIR, say) was logged and echoed.
+    response = await client.post("/v1/check", json={"nir": "x"},
+                                  headers={"X-Request-Id": supplied})
+    assert response.headers["X-Request-Id"] != supplied
+    assert supplied not in await response.text()
+
+
+async def test_a_503_never_shows_where_the_index_lives(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Issue 14 (8): "No index is loaded yet: no index published at /srv/..." on /v1/check.
+    index_dir = tmp_path / "where-the-index-lives"
+    client = await aiohttp_client(create_app(make_settings(index_dir=index_dir)))
+    for response in (await client.post("/v1/check", json=STRANGER),
+                     await client.get("/v1/sources"), await client.get("/readyz")):
+        assert response.status == 503
+        assert "where-the-index-lives" not in await response.text()
 
 
 async def test_every_kind_of_answer_carries_the_security_headers_and_its_request_id(

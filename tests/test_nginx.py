@@ -330,6 +330,54 @@ def test_bulk_streams_through_nginx(
                                         refused=bool(row["error"])), row["ref"]
 
 
+def _front_limited(answers: list[Answer]) -> list[Answer]:
+    return [a for a in answers if a.status == 429 and b"front proxy" in a.body]
+
+
+def test_a_switched_off_feature_never_marks_the_backends_down(stack: Stack) -> None:
+    # Issue 14 (1): the backends run without an OPRF key. Their 503 made nginx
+    # (max_fails=2) take both backends out, and every client got 502 for 10 s.
+    for _ in range(4):
+        answer = stack.request("GET", "/v1/private/params")
+        assert answer.status == 404, answer.status
+        assert answer.headers["Content-Type"] == "application/problem+json"
+    before = [_checks_served(b) for b in stack.backends]
+    assert [stack.check(keyed=True).status for _ in range(10)] == [200] * 10
+    served = [_checks_served(b) - n for b, n in zip(stack.backends, before, strict=True)]
+    assert min(served) >= 3, served  # both backends still take their share
+    assert "temporarily disabled" not in stack.error_log()
+
+
+def test_a_form_post_with_an_authorization_header_is_limited_like_any_form(
+    stack: Stack,
+) -> None:
+    # Issue 14 (2): the form ignores Authorization, so nginx must not exempt it.
+    headers = {"Content-Type": "application/x-www-form-urlencoded",
+               "Authorization": "Bearer exk_made-up", "X-Forwarded-For": "198.51.100.7"}
+    answers = [stack.request("POST", "/", b"nir=1&birth_date=2", headers) for _ in range(14)]
+    assert _front_limited(answers), [a.status for a in answers]
+
+
+def test_ipv6_clients_are_limited_per_64(stack: Stack) -> None:
+    # Issue 14 (2): one /64, fourteen addresses, written every way nginx may meet them.
+    net = "2001:db8:aa:bb"
+    addresses = [f"{net}::{i:x}" for i in range(1, 8)] + [
+        f"{net}:{i:x}:0:0:{i:x}" for i in range(8, 12)] + [
+        "2001:0DB8:00AA:00BB:0000:0000:0000:0001", f"{net}:1::", f"{net}:ffff:1:2:3"]
+    answers = [stack.check(keyed=False, forwarded_for=address) for address in addresses]
+    assert _front_limited(answers), [a.status for a in answers]
+    # Another /64 of the same /48 is another client.
+    assert not _front_limited([stack.check(keyed=False, forwarded_for="2001:db8:aa:cc::1")])
+    # Every spelling of a /64 counts against the same client: zeros in any group.
+    for network, spellings in {
+        "2001:db8:0:0": ["2001:db8::1", "2001:db8::1:2:3:4", "2001:db8:0:0:1::", "2001:db8::"],
+        "0:0:0:5": ["::5:0:0:0:1", "0:0:0:5:1:2:3:4"],
+    }.items():
+        answers = [stack.check(keyed=False, forwarded_for=address)
+                   for address in (spellings * 7)[:14]]
+        assert _front_limited(answers), (network, [a.status for a in answers])
+
+
 def test_no_request_lost_when_a_backend_dies(stack: Stack) -> None:
     """Runs last: it kills backend 2."""
     survivor, victim = stack.backends

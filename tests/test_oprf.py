@@ -331,6 +331,20 @@ def test_blind_evaluate_refuses_rfc9496_bad_encodings(sk: bytes, encoding_hex: s
     assert info.value.code == "invalid_point"
 
 
+@given(st.binary(min_size=1, max_size=40))
+@settings(max_examples=50, deadline=None)
+def test_an_encoding_with_its_top_bit_set_is_refused(sk: bytes, seed: bytes) -> None:
+    # Issue 14 (8): RFC 9496 §4.3.1 refuses it; the binding's is_valid_point did not.
+    _, element = oprf.blind(seed)
+    assert element[31] & 0x80 == 0  # canonical encodings never set it
+    flipped = element[:31] + bytes([element[31] | 0x80])
+    with pytest.raises(oprf.OprfError) as info:
+        oprf.blind_evaluate(sk, flipped)
+    assert info.value.code == "invalid_point"
+    with pytest.raises(oprf.OprfError):
+        oprf.decode_element_hex(flipped.hex())
+
+
 def test_blind_evaluate_refuses_the_identity(sk: bytes) -> None:
     with pytest.raises(oprf.OprfError) as info:
         oprf.blind_evaluate(sk, bytes(32))

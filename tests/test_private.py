@@ -258,11 +258,18 @@ async def test_every_bucket_answers_exactly_bucket_size_sorted_entries(
         index.close()
 
 
+def _top_bit_set() -> str:
+    element = oprf.blind(b"weak|A|B|2000-01-01")[1]
+    return (element[:31] + bytes([element[31] | 0x80])).hex()
+
+
 @pytest.mark.parametrize(("item", "field", "code"), [
     ({"bucket": 0, "blinded": "zz" * 32}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": "ab" * 31}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": "00" * 32}, "items[0].blinded", "invalid_point"),  # identity
     ({"bucket": 0, "blinded": "ff" * 32}, "items[0].blinded", "invalid_point"),  # not canonical
+    # A canonical element with its top bit set (issue 14: it was evaluated).
+    ({"bucket": 0, "blinded": _top_bit_set()}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0, "blinded": 12}, "items[0].blinded", "invalid_point"),
     ({"bucket": 0}, "items[0].blinded", "invalid_point"),
     ({"bucket": -1, "blinded": None}, "items[0].bucket", "invalid_bucket"),
@@ -353,6 +360,25 @@ async def test_each_item_costs_one_unit_of_the_limit(
     assert (await client.post("/v1/private/evaluate", json={"items": items[:1]})).status == 429
 
 
+async def test_items_beyond_what_the_bucket_holds_are_refused_not_let_through_on_credit(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    private_breach: PrivateBreach,
+) -> None:
+    # Issue 14 (2): 1,000 items passed on a full anonymous bucket of 10.
+    settings = make_settings(index_dir=private_breach.index_dir,
+                             oprf_key_file=private_breach.key_file, anon_rate=6.0, anon_burst=10)
+    client = await _client(aiohttp_client, settings)
+    _, good = oprf.blind(b"weak|A|B|2000-01-01")
+    items = [{"bucket": 0, "blinded": good.hex()}] * 1000
+    refused = await client.post("/v1/private/evaluate", json={"items": items})
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "at most 10 items" in (await refused.json())["detail"]
+    # Refusing it cost nothing: the full bucket still pays for 10.
+    assert (await client.post("/v1/private/evaluate", json={"items": items[:10]})).status == 200
+    assert (await client.post("/v1/private/evaluate", json={"items": items[:1]})).status == 429
+
+
 async def test_an_api_key_brings_its_own_limit(
     aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
     private_breach: PrivateBreach, api_key: str,
@@ -370,10 +396,10 @@ async def test_an_api_key_brings_its_own_limit(
     assert unknown.status == 401
 
 
-# ------------------------------------------------------------------ unavailable: 503
+# ------------------------------------------- switched off: 404, never a 5xx (design §5)
 
 
-async def test_generation_without_private_part_is_503(
+async def test_generation_without_private_part_is_404(
     aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
     private_breach: PrivateBreach,
 ) -> None:
@@ -381,30 +407,47 @@ async def test_generation_without_private_part_is_503(
     client = await _client(aiohttp_client, make_settings(oprf_key_file=private_breach.key_file))
     for response in (await client.get("/v1/private/params"),
                      await client.post("/v1/private/evaluate", json={"items": [{}]})):
-        assert response.status == 503
+        assert response.status == 404
         assert response.content_type == "application/problem+json"
+        assert (await response.json())["type"].endswith("/not-enabled")
     assert (await client.post("/v1/check", json={"nir": "253072B07300470",
                                                  "birth_date": "1953-07-01"})).status == 200
 
 
-async def test_no_oprf_key_is_503_and_wrong_key_is_refused(
+async def test_no_oprf_key_is_404_and_wrong_key_is_refused(
     aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
     private_breach: PrivateBreach, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.delenv(OPRF_KEY_ENV, raising=False)
     settings = make_settings(index_dir=private_breach.index_dir)
     client = await _client(aiohttp_client, settings)
-    assert (await client.get("/v1/private/params")).status == 503
+    for response in (await client.get("/v1/private/params"),
+                     await client.post("/v1/private/evaluate", json={"items": [{}]})):
+        assert response.status == 404  # a switched-off feature, not a failing service
+        assert response.content_type == "application/problem+json"
     other = write_key_file(tmp_path / "other.key", oprf.generate_private_key())
     settings = make_settings(index_dir=private_breach.index_dir, oprf_key_file=other)
     client = await _client(aiohttp_client, settings)
     response = await client.get("/v1/private/params")
-    assert response.status == 503
+    assert response.status == 404
     assert other.read_bytes().hex() not in await response.text()
     with pytest.raises(OprfKeyError, match="not the one the index"):
         precheck(settings)
     precheck(make_settings(index_dir=private_breach.index_dir,
                                    oprf_key_file=private_breach.key_file))
+
+
+async def test_switched_off_before_any_index_is_still_404_and_only_no_index_is_503(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Issue 14 (1): a switched-off feature answered 503 and a proxy counting 5xx marked
+    # every backend down. Only a backend-local state (no index loaded yet) is a 503.
+    monkeypatch.delenv(OPRF_KEY_ENV, raising=False)
+    client = await _client(aiohttp_client, make_settings(index_dir=tmp_path / "empty"))
+    assert (await client.get("/v1/private/params")).status == 404
+    assert (await client.post("/v1/check", json={"nir": "253072B07300470",
+                                                 "birth_date": "1953-07-20"})).status == 503
 
 
 # -------------------------------------------------------------- what the files hold
@@ -590,7 +633,7 @@ def test_openapi_paths_merge_into_a_valid_document() -> None:
     }
     validate(document)
     evaluate = private.PRIVATE_OPENAPI_PATHS["/v1/private/evaluate"]["post"]
-    assert set(evaluate["responses"]) >= {"200", "422", "429", "503"}
+    assert set(evaluate["responses"]) >= {"200", "404", "422", "429", "503"}
 
 
 def test_cli_build_private_publishes_and_verifies(breach: Breach, tmp_path: Path) -> None:

@@ -297,7 +297,7 @@ def test_a_graceful_stop_writes_every_access_line(
     before it and that of a request that finishes during the drain. A forked worker
     leaves with os._exit, which skips logging's own flush: that path is covered too."""
     with serving(crafted, tmp_path, workers) as running:
-        answered = [f"burst-{i}" for i in range(200)]
+        answered = [f"b0b0{i:012x}" for i in range(200)]  # ids of a safe shape
         connections = [http.client.HTTPConnection("127.0.0.1", running.port, timeout=30)
                        for _ in range(4)]  # keep-alive connections, spread over the workers
         for i, request_id in enumerate(answered):
@@ -312,7 +312,7 @@ def test_a_graceful_stop_writes_every_access_line(
         # that a worker has parsed its head and is calling the handler.
         late = socket.create_connection(("127.0.0.1", running.port), timeout=30)
         body = json.dumps(STRANGER).encode()
-        late.sendall(b"POST /v1/check HTTP/1.1\r\nHost: x\r\nX-Request-Id: in-flight\r\n"
+        late.sendall(b"POST /v1/check HTTP/1.1\r\nHost: x\r\nX-Request-Id: f11e-f11e-f11e-f11e\r\n"
                      b"Content-Type: application/json\r\nExpect: 100-continue\r\n"
                      b"Content-Length: %d\r\n\r\n" % len(body))
         answer = late.recv(65536)
@@ -334,4 +334,188 @@ def test_a_graceful_stop_writes_every_access_line(
     logged = collections.Counter(e["request_id"] for e in entries if e["msg"] == "request")
     assert all(logged[request_id] == 1 for request_id in answered), \
         [r for r in answered if logged[r] != 1][:5]
-    assert logged["in-flight"] == 1
+    assert logged["f11e-f11e-f11e-f11e"] == 1
+
+
+# ------------------------------------------------------- a log that cannot be written (14/5)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _start_with_stderr(crafted: Crafted, tmp_path: Path, stderr: Any,
+                       port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [*SERVE, "--index", str(crafted.index_dir), "--pepper-file", str(crafted.pepper_file),
+         "--keys-db", str(tmp_path / "keys.sqlite"), "--host", "127.0.0.1", "--port", str(port),
+         "--anon-rate", "0"],
+        stdout=subprocess.DEVNULL, stderr=stderr, env=clean_env(), cwd=REPO)
+
+
+def _hammer(port: int, count: int) -> list[int]:
+    """`count` requests over one keep-alive connection (reconnecting if it closes)."""
+    statuses: list[int] = []
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        for i in range(count):
+            path = "/healthz" if i % 2 else "/v1/sources"
+            connection.request("GET", path)
+            response = connection.getresponse()
+            response.read()
+            statuses.append(response.status)
+    finally:
+        connection.close()
+    return statuses
+
+
+def _wait_listening(process: subprocess.Popen[bytes], port: int) -> None:
+    for _ in range(1200):
+        assert process.poll() is None, "exposure-serve exited"
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                connection.request("GET", "/readyz")
+                if connection.getresponse().status == 200:
+                    return
+            finally:
+                connection.close()
+        time.sleep(0.05)
+    pytest.fail("exposure-serve never became ready")
+
+
+def test_a_log_pipe_nobody_reads_never_stops_a_worker(crafted: Crafted, tmp_path: Path) -> None:
+    # Issue 14 (5): with stderr on a pipe nobody reads, a worker stopped answering
+    # entirely after 511 requests, /healthz included.
+    port = _free_port()
+    process = _start_with_stderr(crafted, tmp_path, subprocess.PIPE, port)
+    try:
+        _wait_listening(process, port)
+        dropped = 0.0
+        for _ in range(30):  # until the pipe and the sink's queue are full, and past
+            assert set(_hammer(port, 1000)) == {200}
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+            connection.request("GET", "/metrics")
+            metrics = connection.getresponse().read().decode()
+            connection.close()
+            found = re.search(r"^exposure_log_lines_dropped_total (\S+)$", metrics, re.M)
+            assert found
+            dropped = float(found.group(1))
+            if dropped > 1000:
+                break
+        assert dropped > 1000, "nothing dropped: was the pipe ever full?"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == 0
+    for line in err.decode().splitlines():  # what did get out is whole lines
+        if line.startswith("{"):
+            json.loads(line)
+
+
+def test_a_full_disk_under_the_log_fails_no_request(crafted: Crafted, tmp_path: Path) -> None:
+    # Issue 14 (5): 9 of 3,000 requests got 500 and a line was cut in half.
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k,mode=0700", "tmpfs",
+                              str(disk)], capture_output=True, text=True, timeout=30)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
+    try:
+        port = _free_port()
+        with (disk / "serve.log").open("wb") as log:
+            process = _start_with_stderr(crafted, tmp_path, log, port)
+        try:
+            _wait_listening(process, port)
+            assert set(_hammer(port, 3000)) == {200}
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(timeout=60)
+        text = (disk / "serve.log").read_text(errors="replace")
+        assert len(text) > 30_000  # the disk did fill
+        lines = text.split("\n")
+        assert lines[-1] == ""  # it ends at the end of a line
+        for line in lines[:-1]:
+            if line.startswith("{"):
+                json.loads(line)  # whole, never cut in half
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True, timeout=30)
+
+
+# ------------------------------------------------------------- process model (14/6)
+
+
+def _pids_answering(port: int, count: int = 20) -> set[int]:
+    pids = set()
+    for _ in range(count):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        try:
+            connection.request("GET", "/healthz", headers={"Connection": "close"})
+            pids.add(json.loads(connection.getresponse().read())["worker"])
+        finally:
+            connection.close()
+    return pids
+
+
+@pytest.mark.parametrize("second_workers", [1, 2])
+def test_a_second_server_on_a_port_in_use_refuses_in_one_line(
+    server: Server, crafted: Crafted, tmp_path: Path, second_workers: int,
+) -> None:
+    # Issue 14 (6): two `--workers 2` on one port both started and split the traffic; a
+    # single-worker second instance died with a raw traceback.
+    before = _pids_answering(server.port)
+    process = subprocess.Popen(
+        [*SERVE, "--index", str(crafted.index_dir), "--pepper-file", str(crafted.pepper_file),
+         "--keys-db", str(tmp_path / "other-keys.sqlite"), "--host", "127.0.0.1",
+         "--port", str(server.port), "--workers", str(second_workers)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=clean_env(),
+        cwd=REPO, start_new_session=True)
+    try:
+        _, err = process.communicate(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # it started: its workers too
+        process.communicate()
+        pytest.fail("a second server started on a port in use")
+    assert process.returncode == 2, err
+    said = [line for line in err.splitlines() if line.startswith("exposure-serve:")]
+    assert "Traceback" not in err
+    assert any(f"port {server.port}" in line and "--port" in line for line in said), said
+    assert _pids_answering(server.port) <= before  # the first server alone answers
+
+
+def test_sighup_is_ignored_and_workers_are_never_orphaned(
+    crafted: Crafted, tmp_path: Path,
+) -> None:
+    with serving(crafted, tmp_path, workers=2) as running:
+        workers = _pids_answering(running.port)
+        running.process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert running.process.poll() is None  # SIGHUP killed the supervisor before
+        assert _pids_answering(running.port) <= workers and \
+            server_alive(running.port)
+        assert "SIGHUP ignored" in running.log.read_text(errors="replace")
+        # The supervisor killed outright: its workers stop too, never serve unsupervised.
+        children = Path(f"/proc/{running.process.pid}/task/{running.process.pid}/children")
+        pids = [int(pid) for pid in children.read_text().split()]
+        assert len(pids) == 2
+        running.process.kill()
+        running.process.wait(timeout=30)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in pids), "orphaned workers still running"
+
+
+def server_alive(port: int) -> bool:
+    return bool(_pids_answering(port, 1))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split()[2]
+    except OSError:
+        return False
+    return state != "Z"

@@ -1,8 +1,9 @@
-"""`make audit`: pip-audit on the exact versions installed, and an honest verdict.
+"""`make audit`: pip-audit on the hashed lock, and an honest verdict.
 
-The installed distributions (every one but this project, pinned by `pip freeze`) are
-written to a lock file and audited with pip-audit against PyPI's vulnerability data,
-without resolving anything again (`--no-deps --disable-pip`). Three outcomes:
+The lock that `make install`, CI and the image install from (requirements/dev.txt, the
+runtime's pins included; `--lock` names another) is audited with pip-audit against
+PyPI's vulnerability data, without resolving anything again (`--no-deps --disable-pip
+--require-hashes`). `--installed` audits what `pip freeze` lists instead. Three outcomes:
 
 - a known vulnerability in some dependency: exit 1, whatever else happened;
 - every dependency audited and none vulnerable: exit 0, "clean";
@@ -23,6 +24,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+LOCK = Path(__file__).resolve().parent.parent / "requirements" / "dev.txt"
+
 # Vulnerability id -> why it does not apply here. Empty: none is accepted.
 IGNORED: dict[str, str] = {}
 
@@ -33,8 +36,10 @@ def freeze(python: str) -> str:
     return result.stdout
 
 
-def audit(pip_audit: str, lock: Path, timeout: int) -> tuple[int, dict[str, object] | None, str]:
+def audit(pip_audit: str, lock: Path, timeout: int, *, hashed: bool
+          ) -> tuple[int, dict[str, object] | None, str]:
     command = [pip_audit, "--requirement", str(lock), "--no-deps", "--disable-pip",
+               *(["--require-hashes"] if hashed else []),
                "--vulnerability-service", "pypi", "--format", "json",
                "--progress-spinner", "off", "--timeout", str(timeout)]
     for vulnerability in IGNORED:
@@ -54,13 +59,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true",
                         help="fail when any dependency could not be audited")
     parser.add_argument("--timeout", type=int, default=15, help="network timeout (s)")
+    parser.add_argument("--lock", type=Path, default=LOCK,
+                        help=f"the hashed lock to audit (default {LOCK})")
+    parser.add_argument("--installed", action="store_true",
+                        help="audit the installed distributions (pip freeze), not the lock")
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="exposure-audit-") as scratch:
-        lock = Path(scratch) / "requirements.lock"
-        lock.write_text(freeze(args.python))
-        pinned = [line for line in lock.read_text().splitlines() if "==" in line]
-        status, report, stderr = audit(args.pip_audit, lock, args.timeout)
+        if args.installed:
+            lock = Path(scratch) / "requirements.lock"
+            lock.write_text(freeze(args.python))
+            hashed = False
+        else:
+            lock, hashed = args.lock, True
+        pinned = [line for line in lock.read_text().splitlines()
+                  if "==" in line and not line.lstrip().startswith("#")]
+        status, report, stderr = audit(args.pip_audit, lock, args.timeout, hashed=hashed)
 
     if report is None:
         last = (stderr.strip().splitlines() or ["no output"])[-1][:300]
@@ -82,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         reasons = sorted({str(d["skip_reason"]).split(":")[0] for d in skipped})
         print(f"pip-audit: NOT AUDITED: {len(skipped)} of {len(pinned)} pinned dependencies "
               f"could not be checked ({'; '.join(reasons)}). This is not a clean result: "
-              "run `make audit AUDIT_STRICT=1` where PyPI's vulnerability data is reachable.",
+              "run `make audit AUDIT_STRICT=1` where PyPI's vulnerability data is reachable "
+              "(from these machines it is not: docs/operations.md, dependencies).",
               file=sys.stderr)
     if vulnerable:
         return 1

@@ -171,10 +171,13 @@ def _check_scalar(raw: object) -> bytes:
 def _check_element(raw: object) -> bytes:
     # RFC 9497 DeserializeElement: the canonical RFC 9496 encoding of a group element,
     # and not the identity (sk * identity is the identity whatever the key, so it is
-    # never a real blinded input). libsodium's is_valid_point checks canonicity but,
-    # accepts the all-zero identity: hence the second test.
+    # never a real blinded input). The decoding of RFC 9496 §4.3.1 refuses a string
+    # whose field element is not canonical, and its top bit is outside the 255 bits of
+    # the field element: an encoding with it set is refused here first, since the
+    # binding's is_valid_point accepted it (issue 14). It also accepts the all-zero
+    # identity: hence the identity test.
     element = _as_bytes(raw, OprfErrorCode.INVALID_POINT, ELEMENT_BYTES)
-    if element == _IDENTITY or not ristretto.is_valid_point(element):
+    if element[31] & 0x80 or element == _IDENTITY or not ristretto.is_valid_point(element):
         raise OprfError(OprfErrorCode.INVALID_POINT)
     return element
 

@@ -15,12 +15,15 @@ fsync of its commit, or a wait for another process's write lock) never holds up
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
+import os
 import secrets
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -32,7 +35,7 @@ TOKEN_PREFIX: Final = "exk_"
 
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS api_keys (
-    id INTEGER PRIMARY KEY,
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- an id is never given twice
     name TEXT NOT NULL,
     token_sha256 TEXT NOT NULL UNIQUE,
     rate_per_minute INTEGER NOT NULL,
@@ -69,30 +72,111 @@ def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+FileIdentity = tuple[int, int]  # device, inode
+
+
+def _identity(path: Path) -> FileIdentity | None:
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _create_owner_only(path: Path) -> None:
+    """A new, empty database file readable by its owner only (0600): it holds who may
+    query in bulk. SQLite gives its -wal and -shm files the same mode."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _connect(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection]:
+    """The keys connection (schema made) and the usage writer's connection."""
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(_SCHEMA)
+    usage_db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    usage_db.execute("PRAGMA busy_timeout=5000")
+    return db, usage_db
+
+
+def _one_line(action: str, path: Path, exc: sqlite3.Error) -> KeyStoreError:
+    """sqlite's error as one line that says what to do (a read-only file, mostly)."""
+    hint = "check that the file and its directory are writable by this user" \
+        if "readonly" in str(exc) or "read-only" in str(exc) else "check the file"
+    return KeyStoreError(f"cannot {action} in the key store {path}: {exc}; {hint}")
+
+
 class KeyStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.executescript(_SCHEMA)
-            self._usage_db = sqlite3.connect(path, check_same_thread=False,
-                                             isolation_level=None)
-            self._usage_db.execute("PRAGMA busy_timeout=5000")
+            _create_owner_only(path)
+            self._db, self._usage_db = _connect(path)
         except (OSError, sqlite3.Error) as exc:
             raise KeyStoreError(f"cannot open the key database {path}: {exc}") from exc
+        self._opened = _identity(path)
         self._lock = threading.Lock()
         self._usage_lock = threading.Lock()
         self._pending: Counter[tuple[int, str, str]] = Counter()
 
+    def health(self) -> str | None:
+        """What is wrong with the file being served, for /readyz; None when all is well.
+
+        A key store deleted (or replaced) under a running service goes on answering from
+        the file it opened: revocations written to the new file would never reach it.
+        Never names the path (an answer to anyone); the log does.
+        """
+        current = _identity(self.path)
+        if current is None:
+            return "the API key store is missing: restore it (keys are checked against " \
+                "the deleted file meanwhile)"
+        if current != self._opened:
+            return "the API key store was replaced and is being reopened"
+        try:
+            with self._lock:
+                self._db.execute("SELECT 1 FROM api_keys LIMIT 1").fetchall()
+        except sqlite3.Error:
+            return "the API key store cannot be read"
+        return None
+
+    def reopen_if_replaced(self) -> bool:
+        """Open the file now at the path when it is not the one opened (restored from a
+        backup, say); True when reopened. Blocking: run it in a thread."""
+        current = _identity(self.path)
+        if current is None or current == self._opened:
+            return False
+        try:
+            db, usage_db = _connect(self.path)
+        except sqlite3.Error:
+            return False
+        with self._lock, self._usage_lock:
+            old = self._db, self._usage_db
+            self._db, self._usage_db, self._opened = db, usage_db, current
+        for connection in old:
+            connection.close()
+        return True
+
+    @contextlib.contextmanager
+    def _failing_as(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise _one_line(action, self.path, exc) from exc
+
     def close(self) -> None:
-        self.flush_usage()
-        with self._usage_lock:
-            self._usage_db.close()
-        with self._lock:
-            self._db.close()
+        """Write what is left of the usage (sqlite3.Error if it cannot be), then close."""
+        try:
+            self.flush_usage()
+        finally:
+            with self._usage_lock:
+                self._usage_db.close()
+            with self._lock:
+                self._db.close()
 
     def migrate(self) -> int:
         """The schema version; an SQLite store is created or completed when opened."""
@@ -106,7 +190,7 @@ class KeyStore:
             raise KeyStoreError("--rate must be at least 1 record per minute")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with self._lock:
+        with self._lock, self._failing_as("create a key"):
             cursor = self._db.execute(
                 "INSERT INTO api_keys (name, token_sha256, rate_per_minute, created_at) "
                 "VALUES (?, ?, ?, ?)",
@@ -118,7 +202,7 @@ class KeyStore:
 
     def all_keys(self) -> list[tuple[ApiKey, int, int]]:
         """Every key with its total requests and records."""
-        with self._lock:
+        with self._lock, self._failing_as("list the keys"):
             rows = self._db.execute(
                 "SELECT k.id, k.name, k.rate_per_minute, k.created_at, k.revoked_at, "
                 "COALESCE(SUM(u.requests), 0), COALESCE(SUM(u.records), 0) "
@@ -129,7 +213,7 @@ class KeyStore:
 
     def revoke(self, key_id: int) -> bool:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        with self._lock:
+        with self._lock, self._failing_as("revoke a key"):
             cursor = self._db.execute(
                 "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
                 (now, key_id),

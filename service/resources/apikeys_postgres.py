@@ -216,6 +216,15 @@ class PostgresKeyStore:
                 "WHERE id = %s AND revoked_at IS NULL", (key_id,))
         return cursor.rowcount == 1
 
+    def health(self) -> str | None:
+        """Always ready: during an outage of the database the last copy of the keys
+        serves (and the outage is logged); failing readiness on every replica at once
+        would take the whole service down with it."""
+        return None
+
+    def reopen_if_replaced(self) -> bool:
+        return False  # a server, not a file: nothing is ever replaced under us
+
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key behind `token`, or None (unknown or revoked); from memory."""
         if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():

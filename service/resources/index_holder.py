@@ -62,9 +62,8 @@ class IndexHolder:
     @property
     def checker(self) -> Checker:
         if self._checker is None:
-            raise NotReady(
-                "No index is loaded yet: " + (self.last_error or "waiting for one to be published.")
-            )
+            # Why is for /readyz and the log: an answer to anyone says only that.
+            raise NotReady("No index is loaded yet: this service is not ready.")
         return self._checker
 
     @property
@@ -96,7 +95,7 @@ class IndexHolder:
         """Blocking first load. A wrong pepper raises KeyMismatch: refuse to start."""
         link = self._read_link()
         if link is None:
-            self.last_error = f"no index published at {self.index_dir}"
+            self.last_error = "no index published yet"
             log.warning("no index yet", extra={"index_dir": str(self.index_dir)})
             return
         try:
@@ -145,6 +144,13 @@ class IndexHolder:
         log.info("index loaded", extra={"generation": reader.generation,
                                         "fingerprints": reader.fingerprint_count})
 
+    def _without_paths(self, reason: str) -> str:
+        """`reason` with the index directory written INDEX_DIR: /readyz says why a
+        generation was refused, not where the index lives (the log has it all)."""
+        for spelling in {str(self.index_dir.resolve()), str(self.index_dir)}:
+            reason = reason.replace(spelling, "INDEX_DIR")
+        return reason
+
     def _refuse(self, link: str, exc: Exception) -> None:
         # Not only the reader's own errors: a manifest that is valid JSON but of the
         # wrong shape can fail with KeyError or TypeError while the generation opens.
@@ -153,6 +159,6 @@ class IndexHolder:
         reason = str(exc) if isinstance(exc, IndexError_ | IndexNotFound | OSError) \
             else f"unreadable ({type(exc).__name__}: {exc})"
         self.refused = link
-        self.last_error = f"generation {link} refused: {reason}"
+        self.last_error = f"generation {link} refused: {self._without_paths(reason)}"
         self.metrics.index_swap_failures.inc()
         log.error("index generation refused", extra={"generation": link, "reason": reason})

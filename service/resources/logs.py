@@ -9,15 +9,21 @@ The access log (one line per request) is the one hot path: `AccessLog` hands its
 fields to the root handler without making a `LogRecord`, and `BatchingJsonHandler`
 writes them in batches (on a short timer, at a size threshold, before any other
 record and when the app stops), in writes of whole lines small enough for a pipe to
-keep them whole. A graceful stop loses nothing; a crash (kill -9) loses at most the
-last `FLUSH_SECONDS` of access lines.
+keep them whole, by a thread (`LogSink`): logging never waits on the event loop, and
+what a full pipe or disk cannot take is dropped and counted, never a failed or stalled
+request. A graceful stop loses nothing the sink can write within `DRAIN_SECONDS`; a
+crash (kill -9) loses at most the last `FLUSH_SECONDS` of access lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import queue
 import select
+import stat
 import sys
 import threading
 import time
@@ -26,8 +32,8 @@ from typing import IO, Any, Final
 
 import orjson
 
-__all__ = ["AccessLog", "BatchingJsonHandler", "JsonFormatter", "configure_logging",
-           "flush_logs"]
+__all__ = ["AccessLog", "BatchingJsonHandler", "JsonFormatter", "LogSink", "configure_logging",
+           "dropped_lines", "flush_logs"]
 
 _STANDARD: Final = frozenset(
     logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
@@ -38,6 +44,11 @@ FLUSH_SECONDS: Final = 0.1
 FLUSH_LINES: Final = 256
 # Bytes the kernel writes to a pipe in one piece (POSIX: at least 512; 4096 on Linux).
 PIPE_BUF: Final = getattr(select, "PIPE_BUF", 512)
+# Batches of log text waiting for the writer thread (each up to FLUSH_LINES lines, about
+# 50 KiB): ~3 MiB at most per process, then lines are dropped and counted.
+SINK_PIECES: Final = 64
+# How long a stopping process waits for its log to be written.
+DRAIN_SECONDS: Final = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -111,6 +122,7 @@ class BatchingJsonHandler(logging.Handler):
         # executor). Handler.handle holds `self.lock` around emit: always taken first,
         # so the two cannot deadlock.
         self._batch_lock = threading.Lock()
+        self._sink = LogSink(stream)
         self.setFormatter(JsonFormatter())
 
     def add_access(self, entry: AccessEntry) -> None:
@@ -126,7 +138,7 @@ class BatchingJsonHandler(logging.Handler):
             if timer_loop is None or timer_loop.is_closed():
                 loop = asyncio.get_running_loop()
                 self._timer, self._timer_loop = loop.call_later(self.flush_seconds,
-                                                                self.flush), loop
+                                                                self._hand_over), loop
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -137,6 +149,13 @@ class BatchingJsonHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
+        """Everything logged so far handed to the sink, and written if the sink can within
+        DRAIN_SECONDS (a log nobody reads must not hold a stopping process for ever).
+        For a process that stops: the event loop's timer only hands the batch over."""
+        self._hand_over()
+        self._sink.drain(DRAIN_SECONDS)
+
+    def _hand_over(self) -> None:
         with self._batch_lock:
             self._write_reporting_errors()
 
@@ -155,9 +174,123 @@ class BatchingJsonHandler(logging.Handler):
             self._timer = self._timer_loop = None
         entries, self._pending = self._pending, []
         text = _access_lines(entries) + then if entries else then
-        for piece in _atomic_pieces(text):
-            self.stream.write(piece)
-            self.stream.flush()
+        if text:
+            self._sink.put(text)
+
+
+class LogSink:
+    """Where the log's text goes: never a wait on the event loop.
+
+    A write to stderr blocks when it is a pipe that nobody reads (a worker stopped
+    answering after 511 requests, /healthz included) and fails when the disk is full
+    (requests got 500). For a stream on a file descriptor the text goes into a bounded
+    queue that a thread of this process writes out; when the queue is full the text is
+    dropped and its lines counted (`dropped_lines`, exposure_log_lines_dropped_total).
+    The thread writes whole lines (PIPE_BUF pieces, see `_atomic_pieces`), and cuts
+    back the start of a piece that a full disk would have left half written. A stream
+    without a descriptor (a test's StringIO) cannot block and is written at once.
+    """
+
+    def __init__(self, stream: IO[str], max_pieces: int = SINK_PIECES) -> None:
+        self.stream = stream
+        self.max_pieces = max_pieces
+        try:
+            self._fd: int | None = stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            self._fd = None
+        self._pid = -1
+        self._queue: queue.Queue[bytes] = queue.Queue(max_pieces)
+
+    def put(self, text: str) -> None:
+        if self._fd is None:
+            for piece in _atomic_pieces(text):
+                self.stream.write(piece)
+                self.stream.flush()
+            return
+        if self._pid != os.getpid():  # first use in this process (a forked worker)
+            self._start()
+        try:
+            self._queue.put_nowait(text.encode())
+        except queue.Full:
+            _count_dropped(text.count("\n"))
+
+    def drain(self, timeout: float) -> bool:
+        """Wait until what was put is written, for at most `timeout` s; True if it was."""
+        if self._fd is None or self._pid != os.getpid():
+            return True
+        deadline = time.monotonic() + timeout
+        while self._queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    def _start(self) -> None:
+        # A thread does not survive fork: each process starts its own writer.
+        self._pid = os.getpid()
+        self._queue = queue.Queue(self.max_pieces)
+        threading.Thread(target=self._write_forever, args=(self._queue,),
+                         name="log-writer", daemon=True).start()
+
+    def _write_forever(self, pieces: queue.Queue[bytes]) -> None:
+        assert self._fd is not None
+        while True:
+            data = pieces.get()
+            try:
+                for piece in _atomic_pieces(data.decode()):
+                    self._write_whole(piece.encode())
+            finally:
+                pieces.task_done()
+
+    def _write_whole(self, data: bytes) -> None:
+        """`data` (whole lines) written whole, or not at all and counted as dropped.
+
+        A full disk may take the start of a piece and refuse the rest: the start is then
+        cut off the file again (when no other process wrote after it), so the log never
+        holds half a line. On a pipe a piece of at most PIPE_BUF bytes goes whole.
+        """
+        assert self._fd is not None
+        start = self._file_size()
+        written = 0
+        while written < len(data):
+            try:
+                written += os.write(self._fd, data[written:])
+            except OSError:
+                if written and start is not None:
+                    self._cut_back(start, start + written)
+                _count_dropped(data.count(b"\n"))
+                return
+
+    def _file_size(self) -> int | None:
+        """The size of a regular file behind the descriptor; None for a pipe or a tty."""
+        assert self._fd is not None
+        try:
+            status = os.fstat(self._fd)
+        except OSError:
+            return None
+        return status.st_size if stat.S_ISREG(status.st_mode) else None
+
+    def _cut_back(self, start: int, end: int) -> None:
+        assert self._fd is not None
+        with contextlib.suppress(OSError):
+            if os.fstat(self._fd).st_size == end:  # nobody wrote after our half line
+                os.ftruncate(self._fd, start)
+                os.lseek(self._fd, start, os.SEEK_SET)
+
+
+_dropped = 0
+_dropped_lock = threading.Lock()
+
+
+def _count_dropped(lines: int) -> None:
+    global _dropped
+    with _dropped_lock:
+        _dropped += lines
+
+
+def dropped_lines() -> int:
+    """Log lines this process could not write (its sink was full or failing)."""
+    return _dropped
 
 
 def _atomic_pieces(text: str, limit: int = PIPE_BUF) -> list[str]:

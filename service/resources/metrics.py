@@ -27,6 +27,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
+from service.resources.logs import dropped_lines
+
 __all__ = ["CONTENT_TYPE_LATEST", "CounterFamily", "HistogramFamily", "Metrics", "route_label"]
 
 
@@ -146,6 +148,16 @@ _SINGLE_FOUND: Labels = ("single", "found")
 _SINGLE_NOT_FOUND: Labels = ("single", "not_found")
 
 
+class _LogDrops:
+    """Log lines this process could not write (service.resources.logs.LogSink)."""
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "exposure_log_lines_dropped",
+            "Log lines dropped because the log could not take them (a full pipe or disk)",
+            value=dropped_lines())
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -187,6 +199,10 @@ class Metrics:
             "exposure_index_loaded_timestamp_seconds", "When the generation was loaded",
             registry=self.registry,
         )
+        self.key_usage_write_failures = Counter(
+            "exposure_key_usage_write_failures",
+            "Flushes of per-key usage counts that the key store refused (kept in memory and "
+            "retried at the next flush)", registry=self.registry)
         self.index_swap_failures = Counter(
             "exposure_index_swap_failures", "Generations refused (verification failed)",
             registry=self.registry,
@@ -200,6 +216,7 @@ class Metrics:
         # process_cpu_seconds_total, process_resident_memory_bytes, process_open_fds,
         # process_start_time_seconds...: read from /proc at scrape time (Linux).
         ProcessCollector(registry=self.registry)
+        self.registry.register(_LogDrops())
 
     def count_request(self, route: str, method: str, status: int, seconds: float = 0.0) -> None:
         if method not in _METHODS:

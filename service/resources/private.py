@@ -18,9 +18,7 @@ from indexer.index.generation import IndexNotFound, current_generation
 from indexer.private import oprf
 from indexer.private.keys import OPRF_KEY_ENV, OprfKeyError, load_oprf_key
 from indexer.private.store import NoPrivatePart, PrivateIndex, PrivateIndexError
-from service.errors import (
-    NotReady,
-)
+from service.errors import FeatureOff
 from service.settings import Settings
 
 log = logging.getLogger("exposure.private")
@@ -36,7 +34,7 @@ class PrivateLookups:
 
     The private part is opened lazily, the first time a request meets a generation
     (and once at start-up), off the event loop; a generation without one, or built
-    under another OPRF key, is remembered as refused and answers 503.
+    under another OPRF key, is remembered as refused and answers 404 (FeatureOff).
     """
 
     def __init__(self, oprf_key: bytes | None, executor: Executor | None = None) -> None:
@@ -54,13 +52,13 @@ class PrivateLookups:
     @property
     def key(self) -> bytes:
         if self._key is None:
-            raise NotReady("Private lookups are not enabled on this service.")
+            raise FeatureOff("Private lookups are not enabled on this service.")
         return self._key
 
     async def index_for(self, generation: Path) -> PrivateIndex:
-        """The private part of `generation`, opened once; NotReady (503) if unusable."""
+        """The private part of `generation`, opened once; FeatureOff (404) if unusable."""
         if self._key is None:
-            raise NotReady("Private lookups are not enabled on this service.")
+            raise FeatureOff("Private lookups are not enabled on this service.")
         index = self._known(generation)
         if index is None:
             async with self._lock:  # one opening per generation, however many requests
@@ -69,16 +67,16 @@ class PrivateLookups:
                     await self._open(generation)
                     index = self._known(generation)
         if index is None:
-            raise NotReady(_UNAVAILABLE)
+            raise FeatureOff(_UNAVAILABLE)
         return index
 
     def _known(self, generation: Path) -> PrivateIndex | None:
-        """The opened part of `generation`; None if never tried; NotReady if refused."""
+        """The opened part of `generation`; None if never tried; FeatureOff if refused."""
         loaded, refused = self._loaded, self._refused
         if loaded is not None and loaded[0] == generation:
             return loaded[1]
         if refused is not None and refused[0] == generation:
-            raise NotReady(_UNAVAILABLE)
+            raise FeatureOff(_UNAVAILABLE)
         return None
 
     async def _open(self, generation: Path) -> None:
@@ -135,7 +133,7 @@ def precheck(settings: Settings) -> None:
         generation = current_generation(settings.index_dir)
         index = PrivateIndex(generation, verify=False)
     except (IndexNotFound, PrivateIndexError):
-        return  # no index or no private part yet: the routes will say 503
+        return  # no index or no private part yet: the routes will say 404
     built_with = index.params.key_id
     index.close()
     if built_with != key_id:

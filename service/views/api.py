@@ -20,7 +20,7 @@ from service.access import admit
 from service.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
 from service.middleware import answer_headers
 from service.resources.metrics import CONTENT_TYPE_LATEST
-from service.state import INDEX, INFLIGHT, METRICS
+from service.state import INDEX, INFLIGHT, KEYS, METRICS
 from service.views.openapi import openapi_document
 
 __all__ = ["json_response", "routes", "sources_document"]
@@ -133,6 +133,10 @@ async def readyz(request: web.Request) -> web.Response:
         return json_response({"status": "not_ready", "detail": "shutting down"}, status=503)
     if not holder.ready:
         return json_response({"status": "not_ready", "detail": holder.last_error}, status=503)
+    # A key store deleted or unreadable under the service: revocations would not reach it.
+    keys_problem = request.app[KEYS].health()
+    if keys_problem is not None:
+        return json_response({"status": "not_ready", "detail": keys_problem}, status=503)
     reader = holder.checker.reader
     # `detail` names the last generation refused since this one was loaded, if any:
     # still ready (the old generation serves), but an operator must look.

@@ -15,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import json
 import logging
+import time
 from collections import Counter
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
 from operator import itemgetter
 from typing import Any, Final
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 from indexer.core.identity import IdentityError
 from indexer.core.matchkeys import QueryError, QueryMemo, canonical_keys
 from indexer.index.lookup import Verdict
-from service.access import authenticate, take_from_key
+from service.access import authenticate, bearer_token, take_from_key
 from service.errors import (
     InvalidIdentifiers,
     PayloadTooLarge,
@@ -56,12 +59,24 @@ _FOUND: Final = itemgetter("found")
 _MATCH: Final = itemgetter("match")
 
 
-class _LineTooLong:
-    """Marker for a line skipped because it exceeded the line limit."""
+class _Skipped:
+    """Marker for a line (or CSV record) that is answered with an error and never read:
+    none of its text is echoed."""
+
+    def __init__(self, code: str, message: str, *, odd_quotes: bool = False) -> None:
+        self.code, self.message, self.odd_quotes = code, message, odd_quotes
 
 
-TOO_LONG: Final = _LineTooLong()
-Line = bytes | _LineTooLong
+def _too_long(quotes: int) -> _Skipped:
+    return TOO_LONG_ODD if quotes % 2 else TOO_LONG
+
+
+TOO_LONG: Final = _Skipped("line_too_long", "This line is longer than any member record; skipped.")
+# The same, for a line with an odd number of quotes: in CSV, it opens or closes a field.
+TOO_LONG_ODD: Final = _Skipped(TOO_LONG.code, TOO_LONG.message, odd_quotes=True)
+UNCLOSED: Final = _Skipped("unclosed_quote",
+                           "A quoted field of this CSV record is never closed; skipped.")
+Line = bytes | _Skipped
 
 
 async def _chunks(request: web.Request, idle_timeout: float) -> AsyncIterator[bytes]:
@@ -90,6 +105,7 @@ async def _lines(
     """
     pending = bytearray()  # the start of a line whose end has not arrived yet
     skipping = False  # inside an over-long line: drop bytes until its end
+    skipped_quotes = 0  # quotes dropped with it: a CSV reader must know if one is open
     total = 0
     async for chunk in _chunks(request, idle_timeout):
         total += len(chunk)
@@ -101,23 +117,28 @@ async def _lines(
             first: Line
             if skipping:
                 skipping = False
-                first = TOO_LONG
+                first = _too_long(skipped_quotes + parts[0].count(b'"'))
             else:
                 pending += parts[0]
-                first = bytes(pending) if len(pending) <= max_line else TOO_LONG
+                first = bytes(pending) if len(pending) <= max_line \
+                    else _too_long(pending.count(b'"'))
             pending.clear()
             batch: list[Line] = [first]
             batch += parts[1:]
             if max(map(len, parts)) > max_line:
-                batch[1:] = [TOO_LONG if len(part) > max_line else part for part in parts[1:]]
+                batch[1:] = [_too_long(part.count(b'"')) if len(part) > max_line else part
+                             for part in parts[1:]]
             yield batch
-        if not skipping:
+        if skipping:
+            skipped_quotes += rest.count(b'"')
+        else:
             pending += rest
             if len(pending) > max_line:
                 skipping = True
+                skipped_quotes = pending.count(b'"')
                 pending.clear()
     if skipping:
-        yield [TOO_LONG]
+        yield [_too_long(skipped_quotes)]
     elif pending:
         yield [bytes(pending)]
 
@@ -144,6 +165,8 @@ class _Parser:
         self.csv_mode = csv_mode
         self.columns: dict[str, int] | None = None
         self.delimiter = ","
+        self._open: bytearray | None = None  # a CSV record whose quoted field goes on
+        self._skip_quotes = False  # inside an over-long record, until its quote closes
 
     def header(self, text: str) -> None:
         """Find the columns; 422 when they cannot form a complete key on any line."""
@@ -161,6 +184,59 @@ class _Parser:
                 errors=missing,
             )
         self.columns = columns
+
+    def records(self, lines: list[Line], max_record: int) -> list[Line]:
+        """CSV: the physical lines joined into records, where a quoted field holds a
+        line break (csv's own reading decides). A record longer than `max_record`, or
+        one whose quote never closes, is one error line: none of its pieces is read as
+        a row of its own (a name's tail echoed as a ref)."""
+        records: list[Line] = []
+        for raw in lines:
+            odd = raw.odd_quotes if isinstance(raw, _Skipped) else raw.count(b'"') % 2 == 1
+            if self._skip_quotes:
+                # Inside the quoted field of an over-long record: skipped until a line
+                # with an odd number of quotes closes it.
+                self._skip_quotes = not odd
+                continue
+            if self._open is not None:
+                if isinstance(raw, _Skipped) or len(self._open) + 1 + len(raw) > max_record:
+                    records.append(TOO_LONG)
+                    self._open = None
+                    self._skip_quotes = not odd  # still inside the field
+                    continue
+                raw = bytes(self._open + b"\n" + raw)
+                self._open = None
+            elif isinstance(raw, _Skipped):
+                records.append(raw)
+                self._skip_quotes = odd  # an over-long line that opened a field
+                continue
+            if b'"' in raw and self._continues(raw):
+                self._open = bytearray(raw)
+                continue
+            records.append(raw)
+        return records
+
+    def end(self) -> list[Line]:
+        """At the end of the body: the record left open, if any, as an error."""
+        unclosed = self._open is not None or self._skip_quotes
+        self._open, self._skip_quotes = None, False
+        return [UNCLOSED] if unclosed else []
+
+    def _continues(self, raw: bytes) -> bool:
+        """True when the CSV record of `raw` goes on past its line break: csv's reader
+        asks for the next line only when the line ended inside a quoted field."""
+        asked = False
+
+        def one_line() -> Iterator[str]:
+            nonlocal asked
+            yield decode_line(raw) + "\n"
+            asked = True
+
+        try:
+            next(csv.reader(one_line(), delimiter=self.delimiter), None)
+        except csv.Error:
+            return False
+        return asked
 
     def fields(self, text: str) -> dict[str, Any]:
         if not self.csv_mode:
@@ -195,16 +271,34 @@ _HEADER_ERROR: Final[dict[str, str | None]] = {
 }
 
 
-def _ref(value: Any) -> tuple[Any, bool]:
+def _ref(value: Any, raw: bytes) -> tuple[Any, bool]:
+    """The ref to echo and whether it is acceptable (docs/design.md §5: a string or a
+    number of at most 128 characters, as written in the line `raw`)."""
     if value is None:
         return None, True
     if isinstance(value, bool):
         return None, False
     if isinstance(value, str) and len(value) <= MAX_REF_CHARS:
         return value, True
-    if isinstance(value, int | float) and len(str(value)) <= MAX_REF_CHARS:
-        return value, True
+    if type(value) is int:
+        return value, True  # orjson reads an integer of up to 20 digits, exactly
+    if isinstance(value, float):
+        # What counts is the number as written: a 201-digit one is read as the float
+        # 1e+200, whose text is short. Echoed as written, too (not 1e+200).
+        written = _written_ref_number(raw)
+        if written is not None and len(written) <= MAX_REF_CHARS:
+            return orjson.Fragment(written), True
     return None, False
+
+
+def _written_ref_number(raw: bytes) -> str | None:
+    """The text of the `ref` number of an NDJSON line (the slow path of rare lines)."""
+    try:
+        fields = json.loads(decode_line(raw), parse_int=str, parse_float=str)
+    except (ValueError, RecursionError):
+        return None
+    written = fields.get("ref") if isinstance(fields, dict) else None
+    return written if isinstance(written, str) else None
 
 
 @routes.post("/v1/check/batch", name="batch")
@@ -234,6 +328,32 @@ async def batch(request: web.Request) -> web.StreamResponse:
         return await _stream(request, key, parser, first, lines)
 
 
+# A stream opened before its key was revoked ends at the first chunk it answers after
+# the revocation is this old (plus at most one pacing wait): the key is looked up again,
+# by its token, at most this often (docs/operations.md, revoking a key).
+REVOCATION_CHECK_SECONDS: Final = 1.0
+
+
+class _KeyRevoked(Exception):
+    """The key of a stream in flight was revoked."""
+
+
+def _revocation_watch(request: web.Request) -> Callable[[], bool]:
+    """A check that the request's key is still live, cheap enough to call per chunk."""
+    store, token = request.app[KEYS], bearer_token(request)
+    checked = time.monotonic()
+
+    def still_live() -> bool:
+        nonlocal checked
+        now = time.monotonic()
+        if now - checked < REVOCATION_CHECK_SECONDS:
+            return True
+        checked = now
+        return token is not None and store.authenticate(token) is not None
+
+    return still_live
+
+
 async def _stream(
     request: web.Request, key: ApiKey, parser: _Parser, first: list[Line],
     lines: AsyncIterator[list[Line]],
@@ -248,9 +368,15 @@ async def _stream(
     store = request.app[KEYS]
     store.record_usage(key.id, requests=1)
 
+    still_live = _revocation_watch(request)
+
     async def answer(raw_lines: list[Line]) -> None:
+        if parser.csv_mode:
+            raw_lines = parser.records(raw_lines, settings.max_batch_line_bytes)
         chunk = settings.batch_chunk_lines
         for start in range(0, len(raw_lines), chunk):
+            if not still_live():
+                raise _KeyRevoked
             out = _process(request, parser, raw_lines[start:start + chunk], counts)
             if out:
                 used = out.count(b"\n")
@@ -262,12 +388,25 @@ async def _stream(
         await answer(first)
         async for raw_lines in lines:
             await answer(raw_lines)
+        await answer(parser.end())
     except PayloadTooLarge as exc:
         await response.write(_abort_line(counts, "body_too_large", exc.detail))
+    except _KeyRevoked:
+        response.force_close()
+        await response.write(_abort_line(counts, "key_revoked", "The API key was revoked: "
+                                         "the rest of the body was not read."))
     except RequestTimeout as exc:
         # The client stalled: say so, then close rather than wait for the rest.
         response.force_close()
         await response.write(_abort_line(counts, "body_timeout", exc.detail))
+    except HttpProcessingError as exc:
+        # The body broke its framing midway (a bad chunk): the client's fault; what is
+        # left of the connection cannot be trusted. The message may quote the bytes.
+        log.warning("batch body unreadable", extra={"lines": counts["lines"],
+                                                    "error": type(exc).__name__})
+        response.force_close()
+        await response.write(_abort_line(counts, "invalid_body",
+                                         "The rest of the body could not be read."))
     except asyncio.CancelledError:
         log.info("batch ended early", extra={"lines": counts["lines"]})
         raise
@@ -296,7 +435,7 @@ async def _read_header(lines: AsyncIterator[list[Line]], parser: _Parser) -> lis
     """Read up to the CSV header and parse it; the lines that came after it."""
     async for raw_lines in lines:
         for position, raw in enumerate(raw_lines):
-            if isinstance(raw, _LineTooLong):
+            if isinstance(raw, _Skipped):
                 raise InvalidIdentifiers("The first line of the CSV body is not a header row.",
                                          errors=[_HEADER_ERROR])
             text = _clean(raw)
@@ -343,11 +482,9 @@ def _process(
     first_line = line = counts["lines"]
     try:
         for raw in lines:
-            if isinstance(raw, _LineTooLong):
+            if isinstance(raw, _Skipped):
                 line += 1
-                errors[line] = dumps(_error(
-                    line, None, None, "line_too_long",
-                    "This line is longer than any member record; skipped."))
+                errors[line] = dumps(_error(line, None, None, raw.code, raw.message))
                 continue
             fields: Any = None
             if ndjson:
@@ -380,7 +517,7 @@ def _process(
                     continue
             ref = fields.get("ref")
             if ref is not None and not (type(ref) is str and len(ref) <= MAX_REF_CHARS):
-                ref, ref_ok = _ref(ref)  # not a short string: the general rule
+                ref, ref_ok = _ref(ref, raw)  # not a short string: the general rule
                 if not ref_ok:
                     errors[line] = dumps(_error(
                         line, None, "ref", "invalid_ref",

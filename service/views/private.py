@@ -24,6 +24,7 @@ from service.access import authenticate, spend
 from service.errors import (
     ApiError,
     BadRequest,
+    FeatureOff,
     InvalidIdentifiers,
     PayloadTooLarge,
     Unauthorized,
@@ -143,8 +144,12 @@ async def _read_items(request: web.Request) -> tuple[list[object], int]:
 
 
 async def _served_index(request: web.Request) -> PrivateIndex:
-    generation = request.app[INDEX].checker.reader.path  # NotReady when no index yet
-    return await request.app[PRIVATE].index_for(generation)
+    lookups = request.app[PRIVATE]
+    if not lookups.enabled:
+        # Switched off: 404 whether or not an index is loaded yet (FeatureOff).
+        raise FeatureOff("Private lookups are not enabled on this service.")
+    generation = request.app[INDEX].checker.reader.path  # NotReady (503) when no index yet
+    return await lookups.index_for(generation)
 
 
 routes = web.RouteTableDef()
@@ -218,7 +223,9 @@ PRIVATE_OPENAPI_PATHS: Final[dict[str, Any]] = {
                         "key_id": {"type": "string"},
                     },
                 }}}},
-            "503": _problem("No index, no private part, or private lookups disabled"),
+            "404": _problem("Private lookups are not enabled on this service, or the index "
+                            "being served has no private part"),
+            "503": _problem("No index loaded yet"),
         },
     }},
     "/v1/private/evaluate": {"post": {
@@ -266,7 +273,9 @@ PRIVATE_OPENAPI_PATHS: Final[dict[str, Any]] = {
                 "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1}}},
                 "content": _PROBLEM,
             },
-            "503": _problem("No index, no private part, or private lookups disabled"),
+            "404": _problem("Private lookups are not enabled on this service, or the index "
+                            "being served has no private part"),
+            "503": _problem("No index loaded yet"),
         },
     }},
 }
