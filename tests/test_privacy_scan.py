@@ -103,7 +103,10 @@ def _people(breach: Breach) -> list[dict[str, str]]:
     found = [m for m in members if expected[m["ref"]]["in_breach"] == "true"]
     absent = [m for m in members if expected[m["ref"]]["in_breach"] != "true"]
     chosen = found[: PEOPLE_COUNT // 2] + absent[: PEOPLE_COUNT // 2]
-    return [{k: v for k, v in m.items() if k != "ref"} for m in chosen]
+    # The identity fields only: the insurer's contact columns (address, e-mail) are never
+    # sent to the service, and a postcode like 20000 is also a number the service prints.
+    identity = ("nir", "birth_date", "last_name", "first_name")
+    return [{k: m[k] for k in identity if k in m} for m in chosen]
 
 
 def _nir_forms(value: str) -> set[str]:
