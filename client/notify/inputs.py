@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from client.cells import original_cell
 from indexer.core.columns import MEMBER_ALIASES, decode_line, match_headers
 
 __all__ = [
@@ -166,14 +167,6 @@ def _member_rows(path: Path, delimiter: str,
                                  if index < len(cells)})
 
 
-def _unneutralised(ref: str) -> str:
-    """The member file's ref behind a RESULTS.csv cell that `check` neutralised against
-    spreadsheet formulas ("'=..." for a ref starting with = + - @)."""
-    if ref.startswith("'") and ref[1:2] in ("=", "+", "-", "@", "\t", "\r"):
-        return ref[1:]
-    return ref
-
-
 def _split(cell: str) -> tuple[str, ...]:
     return tuple(part for part in (p.strip() for p in cell.split("|")) if part)
 
@@ -205,7 +198,7 @@ def _result_rows(path: Path, delimiter: str,
         if cells is None:
             yield RowProblem("results", line, "", "csv_invalid")
             continue
-        ref = _unneutralised(cell(cells, "ref"))
+        ref = original_cell(cell(cells, "ref"))
         if not ref:
             yield RowProblem("results", line, "", "missing_ref", "ref")
             continue

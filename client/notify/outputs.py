@@ -12,15 +12,16 @@ import csv
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Final
+
+from client.cells import neutralise_cell
 
 __all__ = ["CsvLog", "make_private_dir", "neutralise", "write_private"]
 
-_FORMULA_START: Final = ("=", "+", "-", "@", "\t", "\r")
 
 
 def neutralise(cell: str) -> str:
-    return "'" + cell if cell.startswith(_FORMULA_START) else cell
+    """A cell a spreadsheet will not run as a formula (the same rule as RESULTS.csv)."""
+    return neutralise_cell(cell)
 
 
 def make_private_dir(path: Path) -> None:
