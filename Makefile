@@ -13,7 +13,9 @@ install: $(VENV)/.installed
 # Exactly the versions of the hashed lock (runtime and dev, build tools included), nothing
 # resolved at install time; then this project itself, without its dependencies.
 LOCK := requirements/dev.txt
-$(VENV)/.installed: pyproject.toml $(LOCK)
+# setup.py and the C source: the fingerprint module is compiled at install (it needs gcc,
+# Python's headers and libsodium-dev: README, "Install").
+$(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

@@ -12,6 +12,12 @@ per query; checking every French resident once (7e7 queries) gives a false match
 probability ~ 8e-4 in total. 64 bits also make the sorted shard arrays plain uint64,
 which numpy searches without any Python per key.
 
+Fingerprints are computed in C (`_fingerprints.c`, libsodium's BLAKE2b): one call
+for a whole chunk of keys, each optionally with one character left out, which is how a
+`similar` query's one-letter deletions are fingerprinted without making a string for
+each. `Fingerprinter(pepper, native=False)` computes the same fingerprints with
+hashlib: the reference the tests compare the C module with.
+
 Never log a canonical key, a fingerprint of a single person, or the pepper.
 """
 
@@ -27,6 +33,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from indexer.core._fingerprints import Hasher
 from indexer.core.secret_files import read_secret_file, resolve_secret_file
 
 __all__ = [
@@ -77,12 +84,13 @@ def load_pepper(path: Path) -> bytes:
 class Fingerprinter:
     """Turns canonical match keys into 64-bit keyed fingerprints."""
 
-    def __init__(self, pepper: bytes) -> None:
+    def __init__(self, pepper: bytes, *, native: bool = True) -> None:
         if len(pepper) < MIN_PEPPER_BYTES:
             raise PepperError(f"the pepper must be at least {MIN_PEPPER_BYTES} bytes")
         # BLAKE2b takes keys of up to 64 bytes: a longer pepper is compressed first.
         key = pepper if len(pepper) <= 64 else hashlib.blake2b(pepper, digest_size=64).digest()
         self._base = hashlib.blake2b(key=key, digest_size=8, person=_PERSON)
+        self._hasher = Hasher(key, _PERSON) if native else None
         # A one-way tag of the pepper, published in the manifest so that a service
         # started with another pepper refuses to answer rather than saying "not found"
         # to everyone. It reveals nothing: the pepper is 256 random bits.
@@ -100,25 +108,35 @@ class Fingerprinter:
             b"key-id", key=key, digest_size=16, person=b"exposure-keyid"
         ).hexdigest()
 
-    def digest(self, canonical: str) -> bytes:
-        h = self._base.copy()
-        h.update(canonical.encode())
-        return h.digest()
-
     def one(self, canonical: str) -> int:
-        return int.from_bytes(self.digest(canonical), "little")
+        return int.from_bytes(self._digests((canonical,), None), "little")
 
-    def many(self, canonicals: Sequence[str]) -> Fingerprints:
+    def many(self, canonicals: Sequence[str], drops: Sequence[int] | None = None
+             ) -> Fingerprints:
         """Fingerprints of many keys as a little-endian uint64 array (no Python ints).
 
-        The loop is the floor for hashlib (~0.5 µs a key): copying the keyed state
-        skips the key block that a fresh `blake2b(key=...)` would compress each time.
+        `drops[i] >= 0` fingerprints `canonicals[i]` without its character at that
+        index (`key[:d] + key[d + 1:]`): a one-letter deletion probe.
         """
+        return np.frombuffer(self._digests(canonicals, drops), dtype="<u8").astype(
+            np.uint64, copy=False)
+
+    def _digests(self, canonicals: Sequence[str], drops: Sequence[int] | None) -> bytes:
+        if self._hasher is not None:
+            return self._hasher.many(canonicals, drops)
+        # The reference: hashlib, copying the keyed state (which skips the key block that
+        # a fresh `blake2b(key=...)` would compress each time).
         new_state = self._base.copy
         digests: list[bytes] = []
-        add = digests.append
+        if drops is not None:
+            if len(drops) != len(canonicals):
+                raise ValueError("drops must have one entry per key")
+            if any(drop >= len(key) for key, drop in zip(canonicals, drops, strict=True)):
+                raise IndexError("drop is past the end of its key")
+            canonicals = [key if drop < 0 else key[:drop] + key[drop + 1:]
+                          for key, drop in zip(canonicals, drops, strict=True)]
         for canonical in canonicals:
             state = new_state()
             state.update(canonical.encode())
-            add(state.digest())
-        return np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64, copy=False)
+            digests.append(state.digest())
+        return b"".join(digests)

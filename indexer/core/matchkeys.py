@@ -68,7 +68,7 @@ WEAK_FIELDS: Final = ("last_name", "first_name", "birth_date")
 MATCHED_ON: Final[dict[KeyKind, tuple[str, ...]]] = {
     "strong": STRONG_FIELDS, "weak": WEAK_FIELDS, "part": WEAK_FIELDS}
 """The query fields a key of each kind is made of."""
-MEMO_ENTRIES: Final = 1 << 16
+MEMO_ENTRIES: Final = 1 << 17
 
 
 def strong_key(nir: str, birth_date: str) -> str:
@@ -224,12 +224,26 @@ def canonical_keys(
         # the keys the general path gives for the same fields; every other query (an
         # error, a blank, a value not seen yet) takes that path, which remembers it.
         get = fields.get
+        raw_date, raw_last, raw_first = get("birth_date"), get("last_name"), get("first_name")
         try:
-            birth_date = memo.birth_dates.get(get("birth_date"))
-            last = memo.last_names.get(get("last_name"))
-            first = memo.first_names.get(get("first_name"))
+            birth_date = memo.birth_dates.get(raw_date)
+            last = memo.last_names.get(raw_last)
+            first = memo.first_names.get(raw_first)
         except TypeError:  # a list or an object, not hashable: an error
             birth_date = last = first = None
+        else:
+            if birth_date is None or last is None or first is None:
+                # A value not seen yet: normalised alone (and remembered), not the whole
+                # line again. A value in error, or blank, takes the general path.
+                try:
+                    if birth_date is None and type(raw_date) is str and raw_date.strip():
+                        birth_date = memo.birth_date(raw_date, today)
+                    if last is None and type(raw_last) is str and raw_last.strip():
+                        last = memo.last_name(raw_last)
+                    if first is None and type(raw_first) is str and raw_first.strip():
+                        first = memo.first_name(raw_first)
+                except IdentityError:
+                    birth_date = None
         if birth_date and last is not None and first is not None:
             if first.first and last.first:
                 if first.whole == first.first and not (first.parts or last.parts):
@@ -330,8 +344,11 @@ PROBE_DAY_MONTH: Final = 4  # a weak key with day and month swapped
 PROBE_DAY_MONTH_NIR: Final = 5  # a strong key with day and month swapped
 PROBE_PART: Final = 6
 
-Probes = tuple[list[str], list[int]]
-"""(the strings to fingerprint, in weak or strong form; the PROBE_* kind of each)"""
+Probes = tuple[list[str], list[int], list[int]]
+"""(the strings to fingerprint, in weak or strong form; for each, the index of the
+character to leave out first, -1 for none; the PROBE_* kind of each)"""
+
+_WEAK_HEAD: Final = len("weak|")
 
 
 def similar_probes(keys: Sequence[str]) -> Probes:
@@ -340,8 +357,12 @@ def similar_probes(keys: Sequence[str]) -> Probes:
     Each probe embodies one difference of docs/design.md §3, never two: one edit in
     the last name or in the first given name, names swapped, day and month swapped,
     one part of a name (the query's `part` keys, and the similar tier's name parts).
+    A one-letter deletion is the query's own weak key with one letter of a name left
+    out: given as that key and the letter's index, for `Fingerprinter.many` to cut
+    (no string is made for it).
     """
     probes: list[str] = []
+    drops: list[int] = []
     kinds: list[int] = []
     nir = own = whole = None
     for key in keys:
@@ -362,33 +383,34 @@ def similar_probes(keys: Sequence[str]) -> Probes:
         if swapped:
             probes.append(f"strong|{number}|{swapped}")
             kinds.append(PROBE_DAY_MONTH_NIR)
+    drops += [-1] * len(probes)
     if own is None:
-        return probes, kinds
+        return probes, drops, kinds
     _, last, first, birth_date = own.split("|")
-    # A letter deleted at each position; a doubled letter gives the same string twice,
-    # looked up twice: cheaper than removing the repeats.
-    tail = f"|{first}|{birth_date}"
-    last_deleted = [f"weak|{last[:i]}{last[i + 1:]}{tail}" for i in range(len(last))]
-    head_, tail = f"weak|{last}|", f"|{birth_date}"
-    first_deleted = [f"{head_}{first[:i]}{first[i + 1:]}{tail}" for i in range(len(first))]
-    if len(last) < 2:
-        last_deleted = []
-    if len(first) < 2:
-        first_deleted = []
     probes.append(own)
-    probes += last_deleted
-    probes += first_deleted
+    drops.append(-1)
     kinds.append(PROBE_OWN)
-    kinds += [PROBE_LAST_DELETION] * len(last_deleted)
-    kinds += [PROBE_FIRST_DELETION] * len(first_deleted)
+    # A letter deleted at each position (none in a one-letter name); a doubled letter
+    # gives the same string twice, looked up twice: cheaper than removing the repeats.
+    if len(last) >= 2:
+        probes += [own] * len(last)
+        drops += range(_WEAK_HEAD, _WEAK_HEAD + len(last))
+        kinds += [PROBE_LAST_DELETION] * len(last)
+    if len(first) >= 2:
+        start = _WEAK_HEAD + len(last) + 1
+        probes += [own] * len(first)
+        drops += range(start, start + len(first))
+        kinds += [PROBE_FIRST_DELETION] * len(first)
     given = whole.split("|")[2] if whole is not None else first
     probes.append(f"weak|{given}|{last}|{birth_date}")
+    drops.append(-1)
     kinds.append(PROBE_SWAPPED)
     swapped = _day_month_swapped(birth_date)
     if swapped:
         probes.append(f"weak|{last}|{first}|{swapped}")
+        drops.append(-1)
         kinds.append(PROBE_DAY_MONTH)
-    return probes, kinds
+    return probes, drops, kinds
 
 
 def deletions(name: str) -> tuple[str, ...]:

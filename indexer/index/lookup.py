@@ -137,11 +137,11 @@ class Checker:
         return self._similar_one(keys)
 
     def _similar_one(self, keys: Sequence[str]) -> Verdict:
-        one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
-        tier, masks = self.reader.similar.one, self._masks
+        one, tier, masks = self.reader.lookup_one, self.reader.similar.one, self._masks
+        probes, drops, kinds = similar_probes(keys)
+        fps: list[int] = self.reader.fingerprinter.many(probes, drops).tolist()
         found: list[bytes] = []
-        for probe, kind in zip(*similar_probes(keys), strict=True):
-            fp = fingerprint(probe)
+        for fp, kind in zip(fps, kinds, strict=True):
             tag = _EXACT_TAG_OF_PROBE[kind]
             if tag is not None and (row := one(fp)) is not None:
                 found.append(bytes((tag,)) + row)
@@ -190,14 +190,16 @@ class Checker:
     ) -> None:
         """Fill in the verdicts of the `missing` queries from their similar probes."""
         probes: list[str] = []
+        drops: list[int] = []
         kinds: list[int] = []
         counts: list[int] = []
         for index in missing:
-            query_probes, query_kinds = similar_probes(queries[index])
+            query_probes, query_drops, query_kinds = similar_probes(queries[index])
             probes += query_probes
+            drops += query_drops
             kinds += query_kinds
             counts.append(len(query_kinds))
-        fps = self.reader.fingerprinter.many(probes)
+        fps = self.reader.fingerprinter.many(probes, drops)
         kind = np.array(kinds, dtype=np.intp)
         owner = np.repeat(np.array(missing, dtype=np.intp), counts)
         exact_tag = np.array(

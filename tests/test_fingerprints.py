@@ -1,0 +1,106 @@
+"""The C fingerprint module against its reference (hashlib), and the deletion probes.
+
+`Fingerprinter` computes its fingerprints in C (indexer/core/_fingerprints.c, over
+libsodium); `Fingerprinter(pepper, native=False)` computes them with hashlib. An index
+built by one is read by the other: every fingerprint must be the same, for any text,
+and a deletion probe (a key with one character left out) must be the fingerprint of
+the string `key[:d] + key[d + 1:]`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from indexer.core._fingerprints import Hasher
+from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import (
+    PROBE_FIRST_DELETION,
+    PROBE_LAST_DELETION,
+    canonical_keys,
+    deletions,
+    similar_probes,
+)
+
+PEPPER = os.urandom(32)
+NATIVE, REFERENCE = Fingerprinter(PEPPER), Fingerprinter(PEPPER, native=False)
+FUZZ = settings(max_examples=300, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+# Canonical keys are ASCII; the module takes any text (UTF-8, as hashlib is given it).
+TEXT = st.text(max_size=80) | st.text(alphabet="ABCDEZ|-0123456789", max_size=600)
+
+
+def test_the_same_fingerprints_as_hashlib_blake2b_keyed() -> None:
+    keys = ["strong|294037512001779|1994-03-15", "weak|DUPONT|JEAN|1980-02-01", "", "é" * 300]
+    expected = [int.from_bytes(hashlib.blake2b(
+        k.encode(), key=PEPPER, digest_size=8, person=b"exposure-fp-v1").digest(), "little")
+        for k in keys]
+    assert NATIVE.many(keys).tolist() == expected
+    assert REFERENCE.many(keys).tolist() == expected
+    assert [NATIVE.one(k) for k in keys] == expected
+
+
+@FUZZ
+@given(st.lists(TEXT, max_size=40))
+def test_native_and_reference_agree_on_any_text(keys: list[str]) -> None:
+    assert NATIVE.many(keys).tolist() == REFERENCE.many(keys).tolist()
+
+
+@FUZZ
+@given(st.lists(st.text(min_size=1, max_size=700), min_size=1, max_size=30), st.data())
+def test_a_drop_is_the_key_without_that_character(keys: list[str], data: st.DataObject) -> None:
+    drops = [data.draw(st.integers(-1, len(k) - 1)) for k in keys]
+    cut = [k if d < 0 else k[:d] + k[d + 1:] for k, d in zip(keys, drops, strict=True)]
+    assert NATIVE.many(keys, drops).tolist() == NATIVE.many(cut).tolist()
+    assert REFERENCE.many(keys, drops).tolist() == NATIVE.many(cut).tolist()
+
+
+@pytest.mark.parametrize("fingerprinter", [NATIVE, REFERENCE], ids=["native", "reference"])
+def test_bad_calls_are_refused_alike(fingerprinter: Fingerprinter) -> None:
+    with pytest.raises(IndexError):
+        fingerprinter.many(["ABC"], [3])
+    with pytest.raises(ValueError):
+        fingerprinter.many(["ABC", "DEF"], [0])
+    with pytest.raises((TypeError, AttributeError)):
+        fingerprinter.many([b"bytes"])  # type: ignore[list-item]
+
+
+def test_the_hasher_refuses_a_bad_key_or_person() -> None:
+    with pytest.raises(ValueError):
+        Hasher(b"short", b"person")
+    with pytest.raises(ValueError):
+        Hasher(os.urandom(32), b"a person of seventeen"[:17])
+    with pytest.raises(TypeError):
+        Hasher(os.urandom(32), b"person").many(["A"], ["0"])  # type: ignore[list-item]
+
+
+NAMES = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", min_size=1, max_size=20)
+
+
+@FUZZ
+@given(NAMES, NAMES, st.dates(dt.date(1900, 1, 1), dt.date(2020, 12, 31)))
+def test_deletion_probes_are_the_names_one_letter_deletions(
+        last: str, first: str, born: object) -> None:
+    """Each name of a query's own weak key gives its one-letter deletions, as
+    `deletions` lists them (and the similar tier indexes them), one probe each."""
+    keys = canonical_keys({"last_name": last, "first_name": first,
+                           "birth_date": str(born)})
+    probes, drops, kinds = similar_probes(keys)
+    date = str(born)
+    made = {kind: [p[:d] + p[d + 1:] for p, d, k in zip(probes, drops, kinds, strict=True)
+                   if k == kind]
+            for kind in (PROBE_LAST_DELETION, PROBE_FIRST_DELETION)}
+    assert set(made[PROBE_LAST_DELETION]) == {
+        f"weak|{d}|{first}|{date}" for d in deletions(last)}
+    assert set(made[PROBE_FIRST_DELETION]) == {
+        f"weak|{last}|{d}|{date}" for d in deletions(first)}
+    assert len(made[PROBE_LAST_DELETION]) == (len(last) if len(last) > 1 else 0)
+    assert len(made[PROBE_FIRST_DELETION]) == (len(first) if len(first) > 1 else 0)
+    # Every other probe is fingerprinted as it is.
+    assert all(d == -1 for d, k in zip(drops, kinds, strict=True)
+               if k not in (PROBE_LAST_DELETION, PROBE_FIRST_DELETION))
