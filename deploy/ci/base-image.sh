@@ -5,9 +5,12 @@
 #   deploy/ci/base-image.sh            # prints the two image names (build, runtime)
 #
 # Two images from one debootstrap:
-#   exposure-base:bookworm-<recipe>-build    python3, python3-venv (ensurepip), libsodium23
-#   exposure-base:bookworm-<recipe>-runtime  the same minus python3-venv and the pip and
-#                                            setuptools wheels it brings
+#   exposure-base:bookworm-<recipe>-build    python3, python3-venv (ensurepip), libsodium23,
+#                                            and gcc, python3-dev, libsodium-dev (the C
+#                                            module of the project)
+#   exposure-base:bookworm-<recipe>-runtime  the same minus the compiler and headers,
+#                                            python3-venv and the pip and setuptools
+#                                            wheels it brings
 # <recipe> is a hash of RECIPE below: the images are made once and then reused from
 # podman's store until the recipe changes (EXPOSURE_BASE_REBUILD=1 forces a new one,
 # e.g. for Debian's security updates).
@@ -18,8 +21,10 @@
 set -euo pipefail
 
 PACKAGES=python3,python3-venv,ca-certificates,libsodium23
+# The build base only: what compiles indexer/core/_fingerprints.c.
+BUILD_PACKAGES="gcc libc6-dev python3-dev libsodium-dev"
 # Bump RECIPE when the way the image is made changes (not for comments).
-RECIPE="bookworm minbase $PACKAGES security-upgraded runtime-without-installers v1"
+RECIPE="bookworm minbase $PACKAGES build:$BUILD_PACKAGES security-upgraded runtime-without-installers v3"
 recipe=$(printf '%s' "$RECIPE" | sha256sum | cut -c1-12)
 name=localhost/exposure-base:bookworm-$recipe
 build_image=$name-build
@@ -77,6 +82,12 @@ mount -t proc proc "$rootfs/proc"
 trap 'umount "$rootfs/proc" 2>/dev/null || true; rm -rf "$work"' EXIT
 in_root apt-get update -q >"$work/update.log" 2>&1 || { tail -n 20 "$work/update.log" >&2; exit 1; }
 in_root apt-get -y -q upgrade >"$work/upgrade.log" 2>&1 || { tail -n 20 "$work/upgrade.log" >&2; exit 1; }
+# What the runtime base keeps: these packages, nothing that the build tools brought.
+in_root dpkg-query -W -f='${Package}\n' | sort > "$work/base-packages"
+log "build tools for the build base: $BUILD_PACKAGES"
+# shellcheck disable=SC2086  # one word per package
+in_root apt-get install -y -q --no-install-recommends $BUILD_PACKAGES \
+    >"$work/build-tools.log" 2>&1 || { tail -n 20 "$work/build-tools.log" >&2; exit 1; }
 in_root apt-get clean
 rm -rf "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin "$rootfs"/var/log/*.log
 umount "$rootfs/proc"
@@ -88,10 +99,15 @@ import() {
 log "importing $build_image"
 import "$build_image"
 
-# The runtime base: no venv machinery, no pip or setuptools wheels (the service image
-# must hold no installer).
-in_root dpkg --purge python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl \
+# The runtime base: no compiler, no venv machinery, no pip or setuptools wheels (the
+# service image must hold no installer).
+in_root dpkg-query -W -f='${Package}\n' | sort | comm -13 "$work/base-packages" - \
+    > "$work/build-only"
+# shellcheck disable=SC2046  # one word per package
+in_root apt-get purge -y -q $(cat "$work/build-only") \
     >"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
+in_root dpkg --purge python3-venv python3.11-venv python3-pip-whl python3-setuptools-whl \
+    >>"$work/purge.log" 2>&1 || { cat "$work/purge.log" >&2; exit 1; }
 rm -rf "$rootfs"/usr/share/python-wheels
 log "importing $runtime_image"
 import "$runtime_image"
