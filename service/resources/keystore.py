@@ -1,7 +1,7 @@
 """Which key store: SQLite for one host, PostgreSQL for replicas on several hosts.
 
 `--keys-db` (or EXPOSURE_KEYS_DB) is a `postgresql://` URL or an SQLite path; both
-backends keep the same keys, hashes, revocation and usage (tests/test_keys.py runs one
+backends keep the same keys, hashes, revocation and usage (tests/test_keystores.py runs one
 suite against both). The app and the CLI see only `ApiKeyStore`.
 """
 
