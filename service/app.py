@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -62,8 +63,8 @@ async def _index_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    store = await asyncio.get_running_loop().run_in_executor(
-        None, open_key_store, settings.keys_db)
+    store = await asyncio.get_running_loop().run_in_executor(None, functools.partial(
+        open_key_store, settings.keys_db, refresh_seconds=settings.keys_refresh_seconds))
     app[KEYS] = store
     metrics = app[METRICS]
     loop = asyncio.get_running_loop()

@@ -35,4 +35,6 @@ class Settings:
     body_timeout: float = 60.0
     index_poll_seconds: float = 2.0
     usage_flush_seconds: float = 5.0
+    # PostgreSQL key store: the poll that backs up its change notifications.
+    keys_refresh_seconds: float = 1.0
     oprf_key_file: Path | None = None

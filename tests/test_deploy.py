@@ -530,6 +530,10 @@ def test_build_context_excludes_everything_but_the_sources() -> None:
     rules = [line.strip() for line in ignore if line.strip() and not line.startswith("#")]
     assert rules[0] == "*"  # var/ (pepper, keys, indexes) never reaches the daemon
     assert {"!indexer/", "!service/", "!pyproject.toml"} <= set(rules)
+    # setup.py builds the compiled module in the image; one compiled here never goes in.
+    assert "!setup.py" in rules and rules.index("**/*.so") > rules.index("!indexer/")
+    copied = " ".join(rest for word, rest in _instructions() if word == "COPY")
+    assert "setup.py" in copied.split()
 
 
 def test_hadolint() -> None:

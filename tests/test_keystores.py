@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -221,6 +223,79 @@ async def test_keys_created_and_revoked_while_running_reach_two_replicas(
                                        headers=bearer(token))).status == 401
             assert (await batch(replica, kept_token, MARIE)).status == 200
             print(f"revocation seen by a replica after {waited:.2f} s")
+    finally:
+        store.close()
+
+
+def cli_keys(*args: str) -> str:
+    """`exposure-serve keys ...` in a process of its own, as an operator runs it; stdout."""
+    done = subprocess.run([sys.executable, "-m", "service.cli", "keys", *args],
+                          capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env=clean_env())
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+async def test_a_key_made_by_another_process_reaches_a_running_replica_at_once(
+    aiohttp_client: Callable[..., Any], make_settings: Callable[..., Settings],
+    crafted: Crafted, location: KeysLocation
+) -> None:
+    """A key created, then revoked, by `exposure-serve keys` after the replica started
+    reaches it without waiting for a poll: the replica's poll here is an hour, so only
+    the change itself (a NOTIFY on PostgreSQL, the file on SQLite) can bring it.
+    On the merged main the replicas of `make compose-test` answered 401 to a key
+    created a second earlier: they saw keys only at their next 1 s poll."""
+    settings = make_settings(index_dir=crafted.index_dir, pepper_file=crafted.pepper_file,
+                             keys_db=location, keys_refresh_seconds=3600.0)
+    replica: Client = await aiohttp_client(create_app(settings))
+    assert (await batch(replica, "exk_" + "x" * 43, MARIE)).status == 401
+    token = cli_keys("create", "Late insurer", "--keys-db", str(location)).strip()
+    waited = await status_becomes(replica, token, 200)
+    key_id = next(line.split()[0] for line in cli_keys(
+        "list", "--keys-db", str(location)).splitlines() if "Late insurer" in line)
+    cli_keys("revoke", key_id, "--keys-db", str(location))
+    revoked = await status_becomes(replica, token, 401)
+    print(f"a new key honoured after {waited:.3f} s, its revocation after {revoked:.3f} s")
+
+
+def test_key_changes_committed_out_of_version_order_reach_the_replicas(
+    postgres: PostgresServer
+) -> None:
+    """Two writers at once: a revocation takes its version, then a key created meanwhile
+    commits first with the next one, and a replica reads it. The revocation, committed
+    after, must still reach the replica: a replica that reads only versions above the
+    last it saw would keep honouring the revoked key until restarted."""
+    from service.resources.apikeys_postgres import PostgresKeyStore
+
+    url = postgres.new_database()
+    store = PostgresKeyStore(url, watch=False)  # no watcher: the test says when it reads
+    try:
+        key, token = store.create("Leaving insurer")
+        store.refresh()
+        assert store.authenticate(token) == key
+        other_token = "exk_" + "o" * 43
+        with psycopg.connect(url) as revoker:  # a transaction left open
+            revoker.execute(
+                "UPDATE exposure_api_keys SET revoked_at = now(), "
+                "version = nextval('exposure_api_keys_version') WHERE id = %s", (key.id,))
+
+            def create_other() -> None:
+                with psycopg.connect(url, autocommit=True) as creator:
+                    creator.execute(
+                        "INSERT INTO exposure_api_keys (name, token_sha256, rate_per_minute) "
+                        "VALUES ('Other insurer', %s, 10)",
+                        (hashlib.sha256(other_token.encode()).hexdigest(),))
+
+            creator = threading.Thread(target=create_other)
+            creator.start()
+            creator.join(0.5)  # committed by now, unless writers wait for each other
+            store.refresh()
+            revoker.commit()
+        creator.join(30)
+        assert not creator.is_alive()
+        store.refresh()
+        assert store.authenticate(other_token) is not None
+        assert store.authenticate(token) is None, "a committed revocation never seen"
     finally:
         store.close()
 

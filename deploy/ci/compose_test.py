@@ -41,7 +41,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from container_test import (  # noqa: E402  (a sibling script, not a package)
+from podman_support import (  # noqa: E402  (a sibling module, not a package)
     IMAGE,
     ROOT,
     UID,
@@ -56,6 +56,7 @@ from container_test import (  # noqa: E402  (a sibling script, not a package)
     summary,
     ulimits,
 )
+from podman_support import call as http_call  # noqa: E402
 
 COMPOSE = ROOT / "deploy" / "compose.yaml"
 NGINX_IMAGE = "localhost/exposure-nginx:ci"
@@ -135,21 +136,10 @@ def https(cafile: Path) -> ssl.SSLContext:
 
 def call(url: str, context: ssl.SSLContext, body: Any = None, token: str | None = None,
          timeout: float = 10) -> tuple[int, Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Content-Type": "application/json"} if data else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=data, headers=headers,
-                                     method="POST" if data else "GET")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as answer:
-            status, text = answer.status, answer.read().decode()
-    except urllib.error.HTTPError as exc:
-        status, text = exc.code, exc.read().decode()
-    try:
-        return status, json.loads(text)
-    except ValueError:
-        return status, text
+    """A GET, or a POST of `body` as JSON, with the API key `token` if any."""
+    return http_call("POST" if body is not None else "GET", url, body,
+                     {"Authorization": f"Bearer {token}"} if token else None,
+                     timeout=timeout, context=context)
 
 
 def bulk_status(base: str, context: ssl.SSLContext, member: dict[str, str],
@@ -177,16 +167,28 @@ def strong_member(data: Path, skip: set[str] | None = None) -> dict[str, str]:
     raise CheckFailed("no strong member in the synthetic file")
 
 
+def in_pod_get(pod: Pod, service: str, path: str) -> tuple[int, str]:
+    """GET `path` from one replica, inside its container (nginx would pick a replica)."""
+    probe = ("import urllib.error, urllib.request\n"
+             "try:\n"
+             f"    answer = urllib.request.urlopen('http://127.0.0.1:{PORTS[service]}{path}',"
+             " timeout=2)\n"
+             "except urllib.error.HTTPError as exc:\n"
+             "    answer = exc\n"
+             "print(answer.status)\n"
+             "print(answer.read().decode())")
+    result = run("podman", "exec", f"{pod.name}-{service}", "python3", "-c", probe,
+                 check_status=False)
+    status, _, text = result.stdout.partition("\n")
+    return (int(status), text) if status.isdigit() else (0, result.stderr)
+
+
 def served_by(pod: Pod, service: str) -> float:
     """Lookups answered by one replica, from its own /metrics (not reachable via nginx)."""
     series = 'exposure_http_requests_total{method="POST",route="/v1/check",status="200"} '
-    probe = ("import urllib.request\n"
-             f"text = urllib.request.urlopen('http://127.0.0.1:{PORTS[service]}/metrics')"
-             ".read().decode()\n"
-             f"print(sum(float(line.rsplit(' ', 1)[1]) for line in text.splitlines() "
-             f"if line.startswith({series!r})))")
-    return float(run("podman", "exec", f"{pod.name}-{service}", "python3", "-c",
-                     probe).stdout.strip() or 0)
+    return sum(float(line.rsplit(" ", 1)[1])
+               for line in in_pod_get(pod, service, "/metrics")[1].splitlines()
+               if line.startswith(series))
 
 
 def wait_for(what: str, condition: Any, timeout: float) -> float:
@@ -312,6 +314,12 @@ def _main(work: Path, name: str) -> int:
         for service in ("exposure-1", "exposure-2"):
             run("podman", "run", "-d", "--name", f"{name}-{service}", *pod.args(service),
                 IMAGE, *pod.command(service))
+        # compose.yaml starts nginx once both replicas are healthy (depends_on). Started
+        # before, it counts a replica still loading as failed and leaves it alone for
+        # fail_timeout (10 s): every request then goes to the other one.
+        for service in ("exposure-1", "exposure-2"):
+            wait_for(f"{service} ready", lambda service=service: in_pod_get(
+                pod, service, "/readyz")[0] == 200, 90)
         nginx = pod.args("nginx")
         nginx = [a.replace("EXPOSURE_BACKEND_2=exposure-2:8080",
                            f"EXPOSURE_BACKEND_2=exposure-2:{PORTS['exposure-2']}")

@@ -7,7 +7,7 @@ every authentication, so a key created or revoked by `exposure-serve keys ...` t
 effect at once in every running worker.
 
 Usage is accounted per key and per day as counts (requests, records): never what
-was checked. Usage is counted in memory on the event loop and written by
+was checked. Usage is counted in memory on the event loop (keyusage.py) and written by
 `write_usage` in a worker thread, over a connection of its own: a write (and the
 fsync of its commit, or a wait for another process's write lock) never holds up
 `authenticate` on the event loop.
@@ -22,11 +22,12 @@ import os
 import secrets
 import sqlite3
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from service.resources.keyusage import UsageCounts, UsageRow
 
 __all__ = ["DEFAULT_KEY_RATE", "ApiKey", "KeyStore", "KeyStoreError"]
 
@@ -65,11 +66,23 @@ class ApiKey:
     revoked_at: str | None
 
 
-UsageRow = tuple[int, str, int, int]  # key id, day, requests, records
-
-
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def could_be_token(token: str) -> bool:
+    """The shape of our tokens. They are ASCII: anything else (a header with raw bytes
+    arrives as surrogate escapes) cannot be one, and must not reach `encode`."""
+    return token.startswith(TOKEN_PREFIX) and len(token) <= 128 and token.isascii()
+
+
+def new_token(name: str, rate_per_minute: int) -> str:
+    """A new token for a key of that name and rate, once both are checked."""
+    if not name.strip():
+        raise KeyStoreError("a key needs a name (the insurer it is for)")
+    if rate_per_minute < 1:
+        raise KeyStoreError("--rate must be at least 1 record per minute")
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
 FileIdentity = tuple[int, int]  # device, inode
@@ -111,8 +124,9 @@ def _one_line(action: str, path: Path, exc: sqlite3.Error) -> KeyStoreError:
     return KeyStoreError(f"cannot {action} in the key store {path}: {exc}; {hint}")
 
 
-class KeyStore:
+class KeyStore(UsageCounts):
     def __init__(self, path: Path) -> None:
+        super().__init__()
         self.path = path
         try:
             _create_owner_only(path)
@@ -122,7 +136,6 @@ class KeyStore:
         self._opened = _identity(path)
         self._lock = threading.Lock()
         self._usage_lock = threading.Lock()
-        self._pending: Counter[tuple[int, str, str]] = Counter()
 
     def health(self) -> str | None:
         """What is wrong with the file being served, for /readyz; None when all is well.
@@ -184,11 +197,7 @@ class KeyStore:
 
     def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
         """A new key and its token, which is shown once and never stored."""
-        if not name.strip():
-            raise KeyStoreError("a key needs a name (the insurer it is for)")
-        if rate_per_minute < 1:
-            raise KeyStoreError("--rate must be at least 1 record per minute")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = new_token(name, rate_per_minute)
         created = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         with self._lock, self._failing_as("create a key"):
             cursor = self._db.execute(
@@ -222,9 +231,7 @@ class KeyStore:
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key behind `token`, or None (unknown or revoked)."""
-        # Our tokens are ASCII; anything else (a header with raw bytes arrives as
-        # surrogate escapes) cannot be one, and must not reach `encode`.
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():
+        if not could_be_token(token):
             return None
         with self._lock:
             row = self._db.execute(
@@ -233,32 +240,6 @@ class KeyStore:
                 (_hash(token),),
             ).fetchone()
         return ApiKey(*row) if row else None
-
-    def record_usage(self, key_id: int, *, requests: int = 0, records: int = 0) -> None:
-        """Counted in memory; written by `flush_usage` (called periodically)."""
-        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        self._pending[(key_id, day, "requests")] += requests
-        self._pending[(key_id, day, "records")] += records
-
-    def flush_usage(self) -> None:
-        """Write what was counted since the last flush (blocking)."""
-        self.write_usage(self.take_usage())
-
-    def take_usage(self) -> list[UsageRow]:
-        """What was counted since the last call, as rows for `write_usage`; on the thread
-        that counts (the event loop), so that no count is lost to a race."""
-        pending, self._pending = self._pending, Counter()
-        totals: dict[tuple[int, str], list[int]] = {}
-        for (key_id, day, what), count in pending.items():
-            entry = totals.setdefault((key_id, day), [0, 0])
-            entry[0 if what == "requests" else 1] += count
-        return [(k, d, r, n) for (k, d), (r, n) in totals.items()]
-
-    def put_back_usage(self, rows: list[UsageRow]) -> None:
-        """Count again rows that could not be written (the next flush retries them)."""
-        for key_id, day, requests, records in rows:
-            self._pending[(key_id, day, "requests")] += requests
-            self._pending[(key_id, day, "records")] += records
 
     def write_usage(self, rows: list[UsageRow]) -> None:
         """Add `rows` to the stored usage, in one transaction (blocking: run it in a thread)."""

@@ -5,14 +5,16 @@ The same keys, hashes, revocation and usage accounting as the SQLite store
 backend from `--keys-db` (a `postgresql://` URL, else an SQLite path).
 
 Authentication never waits for the database: each worker holds the live keys in memory
-(hash -> key) and a thread of its own brings that copy up to date every
-`refresh_seconds` (1 s), reading only the rows changed since its last read (every insert
-or update takes a new number from a sequence). A key created or revoked by
-`exposure-serve keys ...`, from any host, is honoured or refused by every replica within
-`refresh_seconds` plus one query (docs/operations.md says: within 2 s). When the database
-cannot be reached, the last copy keeps serving and the failure is logged once per
-outage. Usage is written as on SQLite: counted on the event loop, added in one
-transaction by `write_usage` in a worker thread, over its own connection.
+(hash -> key) and a thread of its own brings that copy up to date, reading only the rows
+changed since its last read (every insert or update takes a new number from a sequence,
+in commit order: see migration 2). The thread reads as soon as the database notifies a
+change (LISTEN/NOTIFY: a key created or revoked by `exposure-serve keys ...`, from any
+host, is honoured or refused by every replica a few milliseconds after its commit), and
+every `refresh_seconds` (1 s) in any case, which bounds the delay should a notification
+be lost (docs/operations.md says: within 2 s). When the database cannot be reached, the
+last copy keeps serving and the failure is logged once per outage. Usage is written as
+on SQLite: counted on the event loop, added in one transaction by `write_usage` in a
+worker thread, over its own connection.
 
 The URL may carry a password: it is never logged nor put in an error message (errors
 name the database by host and name only). Prefer a password file (`passfile=` or
@@ -24,9 +26,8 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import secrets
 import threading
-from collections import Counter
+import time
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -35,16 +36,19 @@ from psycopg import conninfo
 
 from service.resources.apikeys import (
     DEFAULT_KEY_RATE,
-    TOKEN_PREFIX,
     ApiKey,
     KeyStoreError,
-    UsageRow,
     _hash,
+    could_be_token,
+    new_token,
 )
+from service.resources.keyusage import UsageCounts, UsageRow
 
 __all__ = ["REFRESH_SECONDS", "SCHEMA_VERSION", "PostgresKeyStore", "describe"]
 
 REFRESH_SECONDS: Final = 1.0
+# The watcher looks at `close()` at least this often while it waits for a change.
+_WAKE_SECONDS: Final = 0.25
 log = logging.getLogger("exposure.keys")
 
 # Each entry brings the schema from the version before it to its own number. Never edit
@@ -73,6 +77,23 @@ _MIGRATIONS: Final[tuple[str, ...]] = (
         PRIMARY KEY (key_id, day)
     );
     """,
+    # 2: every change of a key, whoever writes it, (a) takes its version under a lock
+    # held until its commit, so that versions are committed in increasing order: a
+    # replica that has read version N never misses a smaller one committed later (a
+    # revocation that no replica would ever see); (b) notifies the replicas, which read
+    # it at once instead of at their next poll.
+    """
+    CREATE FUNCTION exposure_api_keys_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_advisory_xact_lock(1702391916);  -- "expl"; migrations take "expo"
+        NEW.version := nextval('exposure_api_keys_version');
+        PERFORM pg_notify('exposure_api_keys', '');  -- what the replicas LISTEN to
+        RETURN NEW;
+    END
+    $$;
+    CREATE TRIGGER exposure_api_keys_changed BEFORE INSERT OR UPDATE ON exposure_api_keys
+        FOR EACH ROW EXECUTE FUNCTION exposure_api_keys_changed();
+    """,
 )
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 _MIGRATION_LOCK: Final = 0x6578706F  # pg_advisory_xact_lock key: "expo"
@@ -99,24 +120,27 @@ def describe(url: str) -> str:
     return f"PostgreSQL database {database!s} on {host!s}"
 
 
-class PostgresKeyStore:
+class PostgresKeyStore(UsageCounts):
     def __init__(self, url: str, *, refresh_seconds: float = REFRESH_SECONDS,
                  migrate: bool = True, watch: bool = True) -> None:
+        super().__init__()
         self.url, self.refresh_seconds = url, refresh_seconds
         self.name = describe(url)
         self._lock = threading.Lock()  # the admin connection
         self._usage_lock = threading.Lock()
-        self._pending: Counter[tuple[int, str, str]] = Counter()
         self._live: dict[str, ApiKey] = {}  # token hash -> live key
         self._seen_version = 0
         self._closed = threading.Event()
         self._db = self._connect()
         self._usage_db: psycopg.Connection[Any] | None = None
         self._refresh_db: psycopg.Connection[Any] | None = None
+        self._listen_db: psycopg.Connection[Any] | None = None
         try:
             self._usage_db = self._connect()
             if migrate:
                 self.migrate()
+            if watch:
+                self._listen()  # before the first read: no change falls between the two
             self.refresh()
         except BaseException:
             self._close_connections()
@@ -150,13 +174,13 @@ class PostgresKeyStore:
     def close(self) -> None:
         self._closed.set()
         if self._watcher is not None:
-            self._watcher.join(self.refresh_seconds + 15)
+            self._watcher.join(_WAKE_SECONDS + 15)
         with contextlib.suppress(KeyStoreError):
             self.flush_usage()
         self._close_connections()
 
     def _close_connections(self) -> None:
-        for connection in (self._db, self._usage_db, self._refresh_db):
+        for connection in (self._db, self._usage_db, self._refresh_db, self._listen_db):
             if connection is not None:
                 connection.close()
 
@@ -182,11 +206,7 @@ class PostgresKeyStore:
 
     def create(self, name: str, rate_per_minute: int = DEFAULT_KEY_RATE) -> tuple[ApiKey, str]:
         """A new key and its token, which is shown once and never stored."""
-        if not name.strip():
-            raise KeyStoreError("a key needs a name (the insurer it is for)")
-        if rate_per_minute < 1:
-            raise KeyStoreError("--rate must be at least 1 record per minute")
-        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        token = new_token(name, rate_per_minute)
         with self._admin() as db:
             row = db.execute(
                 "INSERT INTO exposure_api_keys (name, token_sha256, rate_per_minute) "
@@ -211,8 +231,7 @@ class PostgresKeyStore:
     def revoke(self, key_id: int) -> bool:
         with self._admin() as db:
             cursor = db.execute(
-                "UPDATE exposure_api_keys SET revoked_at = now(), "
-                "version = nextval('exposure_api_keys_version') "
+                "UPDATE exposure_api_keys SET revoked_at = now() "
                 "WHERE id = %s AND revoked_at IS NULL", (key_id,))
         return cursor.rowcount == 1
 
@@ -227,7 +246,7 @@ class PostgresKeyStore:
 
     def authenticate(self, token: str) -> ApiKey | None:
         """The live key behind `token`, or None (unknown or revoked); from memory."""
-        if not token.startswith(TOKEN_PREFIX) or len(token) > 128 or not token.isascii():
+        if not could_be_token(token):
             return None
         return self._live.get(_hash(token))
 
@@ -256,44 +275,55 @@ class PostgresKeyStore:
             self._seen_version = max(self._seen_version, version)
         self._live = live  # one assignment: readers see the old or the new dict whole
 
+    def _listen(self) -> None:
+        """A connection of its own that only waits for NOTIFYs: one that also ran
+        queries would hand the notifications arriving meanwhile to nobody."""
+        if self._listen_db is not None:
+            self._listen_db.close()
+        self._listen_db = self._connect()
+        try:
+            self._listen_db.execute("LISTEN exposure_api_keys")  # migration 2 notifies
+        except psycopg.Error as exc:
+            raise KeyStoreError(f"key database ({self.name}): {_reason(exc)}") from None
+
+    def _wait_for_change(self) -> None:
+        """Until the database notifies a change, `refresh_seconds` pass, or `close()`.
+        A lost connection is opened again (and listened on) before the next read."""
+        if self._listen_db is None or self._listen_db.closed or self._listen_db.broken:
+            self._listen()
+            return
+        deadline = time.monotonic() + self.refresh_seconds
+        try:
+            while not self._closed.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                for _ in self._listen_db.notifies(timeout=min(left, _WAKE_SECONDS),
+                                                  stop_after=1):
+                    return
+        except psycopg.Error as exc:
+            raise KeyStoreError(f"key database ({self.name}): {_reason(exc)}") from None
+
     def _watch(self) -> None:
         failing = False
-        while not self._closed.wait(self.refresh_seconds):
+        while not self._closed.is_set():
             try:
+                self._wait_for_change()
+                if self._closed.is_set():
+                    return
                 self.refresh()
             except KeyStoreError as exc:
                 if not failing:
                     log.error("API keys not refreshed; serving the last copy",
                               extra={"reason": str(exc)})
                 failing = True
+                self._closed.wait(self.refresh_seconds)  # the database is down: no spin
             else:
                 if failing:
                     log.info("API keys refreshed again")
                 failing = False
 
     # ------------------------------------------------------------------ usage
-
-    def record_usage(self, key_id: int, *, requests: int = 0, records: int = 0) -> None:
-        """Counted in memory; written by `flush_usage` (called periodically)."""
-        day = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
-        self._pending[(key_id, day, "requests")] += requests
-        self._pending[(key_id, day, "records")] += records
-
-    def flush_usage(self) -> None:
-        self.write_usage(self.take_usage())
-
-    def take_usage(self) -> list[UsageRow]:
-        pending, self._pending = self._pending, Counter()
-        totals: dict[tuple[int, str], list[int]] = {}
-        for (key_id, day, what), count in pending.items():
-            entry = totals.setdefault((key_id, day), [0, 0])
-            entry[0 if what == "requests" else 1] += count
-        return [(k, d, r, n) for (k, d), (r, n) in totals.items()]
-
-    def put_back_usage(self, rows: list[UsageRow]) -> None:
-        for key_id, day, requests, records in rows:
-            self._pending[(key_id, day, "requests")] += requests
-            self._pending[(key_id, day, "records")] += records
 
     def write_usage(self, rows: list[UsageRow]) -> None:
         """Add `rows` to the stored usage, in one transaction (blocking: run it in a thread)."""

@@ -1,7 +1,7 @@
 """Which key store: SQLite for one host, PostgreSQL for replicas on several hosts.
 
 `--keys-db` (or EXPOSURE_KEYS_DB) is a `postgresql://` URL or an SQLite path; both
-backends keep the same keys, hashes, revocation and usage (tests/test_keys.py runs one
+backends keep the same keys, hashes, revocation and usage (tests/test_keystores.py runs one
 suite against both). The app and the CLI see only `ApiKeyStore`.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
-from service.resources.apikeys import DEFAULT_KEY_RATE, ApiKey, KeyStore, UsageRow
+from service.resources.apikeys import DEFAULT_KEY_RATE, ApiKey, KeyStore
+from service.resources.keyusage import UsageRow
 
 __all__ = ["ApiKeyStore", "KeysLocation", "describe_location", "is_postgres_url",
            "open_key_store"]
@@ -49,12 +50,16 @@ def describe_location(location: KeysLocation) -> str:
     return str(location)
 
 
-def open_key_store(location: KeysLocation, *, watch: bool = True) -> ApiKeyStore:
+def open_key_store(location: KeysLocation, *, watch: bool = True,
+                   refresh_seconds: float | None = None) -> ApiKeyStore:
     """The store at `location`; its schema created or migrated. `watch=False` (the CLI)
-    skips the PostgreSQL store's refresh thread, which only a server needs."""
+    skips the PostgreSQL store's refresh thread, which only a server needs;
+    `refresh_seconds` is that thread's poll (default REFRESH_SECONDS)."""
     if is_postgres_url(location):
         # Imported here: psycopg is loaded only by deployments that use it.
-        from service.resources.apikeys_postgres import PostgresKeyStore
+        from service.resources.apikeys_postgres import REFRESH_SECONDS, PostgresKeyStore
 
-        return PostgresKeyStore(str(location), watch=watch)
+        return PostgresKeyStore(str(location), watch=watch,
+                                refresh_seconds=REFRESH_SECONDS if refresh_seconds is None
+                                else refresh_seconds)
     return KeyStore(Path(location))
