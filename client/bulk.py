@@ -279,6 +279,7 @@ class Tally:
     members: int = 0
     found: int = 0
     strong: int = 0
+    similar: int = 0
     errors: int = 0
 
     def add(self, row: Sequence[str]) -> None:
@@ -288,6 +289,7 @@ class Tally:
         elif row[1] == "true":
             self.found += 1
             self.strong += row[2] == "strong"
+            self.similar += row[2] == "similar"
 
 
 class RowWriter(Protocol):
@@ -682,9 +684,10 @@ def check(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         temp.unlink(missing_ok=True)
-    strong = f"{tally.strong:,} strong, {tally.found - tally.strong:,} weak"
+    weak = tally.found - tally.strong - tally.similar
+    levels = f"{tally.strong:,} strong, {weak:,} weak, {tally.similar:,} similar (to review)"
     print(f"exposure-client: {tally.members:,} members checked: {tally.found:,} found "
-          f"({strong}), {tally.errors:,} rows with errors; results in {out}", file=sys.stderr)
+          f"({levels}), {tally.errors:,} rows with errors; results in {out}", file=sys.stderr)
     return EXIT_OK
 
 

@@ -274,6 +274,13 @@ def test_results_equal_the_expected_verdicts(
     members = breach.members()
     assert_results(read_results(out), [m["ref"] for m in members], breach.expected())
     assert f"{len(members):,} members checked" in err
+    # The summary counts each level as RESULTS.csv holds it (similar is not weak).
+    rows = read_results(out)
+    counts = {level: sum(row["match"] == level for row in rows)
+              for level in ("strong", "weak", "similar")}
+    assert counts["similar"], "the synthetic member file has similar members"
+    assert (f"{counts['strong']:,} strong, {counts['weak']:,} weak, "
+            f"{counts['similar']:,} similar (to review)") in err
     assert out.stat().st_mode & 0o077 == 0  # who is in a breach is nobody else's business
     assert not list(tmp_path.glob(".*.part"))
     assert_no_identifier(out, err, members)
