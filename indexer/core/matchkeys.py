@@ -21,8 +21,9 @@ Pure functions, no I/O. Canonical keys are identifiers: never log them.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Final, Literal, NamedTuple
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Final, Literal, NamedTuple, TypeVar
 
 from indexer.core.identity import (
     IdentityError,
@@ -69,6 +70,7 @@ MATCHED_ON: Final[dict[KeyKind, tuple[str, ...]]] = {
     "strong": STRONG_FIELDS, "weak": WEAK_FIELDS, "part": WEAK_FIELDS}
 """The query fields a key of each kind is made of."""
 MEMO_ENTRIES: Final = 1 << 17
+_T = TypeVar("_T")
 
 
 def strong_key(nir: str, birth_date: str) -> str:
@@ -179,30 +181,25 @@ class QueryMemo:
             self._size = 0
         self._size += 1
 
+    def _remember(self, table: dict[object, _T], raw: str, normal: Callable[[str], _T]) -> _T:
+        """`normal(raw)`, from `table` when seen before; raises IdentityError."""
+        known = table.get(raw)
+        if known is None:
+            known = normal(raw)
+            self._room()  # may empty the tables (in place): then `raw` is the first again
+            table[raw] = known
+        return known
+
     def birth_date(self, raw: str, today: dt.date | None) -> str:
         """The normal form of a date of birth (remembered); raises IdentityError."""
-        known = self.birth_dates.get(raw)
-        if known is None:
-            known = normalize_birth_date(raw, "birth_date", today=today)
-            self._room()
-            self.birth_dates[raw] = known
-        return known
+        return self._remember(self.birth_dates, raw,
+                              partial(normalize_birth_date, field="birth_date", today=today))
 
     def last_name(self, raw: str) -> QueryName:
-        known = self.last_names.get(raw)
-        if known is None:
-            known = query_last_name(raw)
-            self._room()
-            self.last_names[raw] = known
-        return known
+        return self._remember(self.last_names, raw, query_last_name)
 
     def first_name(self, raw: str) -> QueryName:
-        known = self.first_names.get(raw)
-        if known is None:
-            known = query_first_name(raw)
-            self._room()
-            self.first_names[raw] = known
-        return known
+        return self._remember(self.first_names, raw, query_first_name)
 
 
 def canonical_keys(
