@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 LOCK := requirements/dev.txt
 # setup.py and the C source: the fingerprint module is compiled at install (it needs gcc,
 # Python's headers and libsodium-dev: README, "Install").
-$(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c $(LOCK)
+$(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c indexer/index/_lookups.c $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

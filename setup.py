@@ -1,11 +1,14 @@
-"""The one compiled module; everything else is in pyproject.toml.
+"""The two compiled modules; everything else is in pyproject.toml.
 
 indexer/core/_fingerprints.c fingerprints many keys in one call (docs/design.md §2,
-"Fingerprints in C"). It needs a C compiler, Python's headers and libsodium's
+"Fingerprints in C"); indexer/index/_lookups.c looks fingerprints up in a mapped
+generation. They need a C compiler, Python's headers and libsodium's
 (Debian: gcc python3-dev libsodium-dev).
 """
 
 from setuptools import Extension, setup
+
+_FLAGS = ["-O2", "-Wall", "-Wextra", "-Werror"]
 
 setup(
     ext_modules=[
@@ -13,7 +16,12 @@ setup(
             "indexer.core._fingerprints",
             sources=["indexer/core/_fingerprints.c"],
             libraries=["sodium"],
-            extra_compile_args=["-O2", "-Wall", "-Wextra", "-Werror"],
-        )
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
+            "indexer.index._lookups",
+            sources=["indexer/index/_lookups.c"],
+            extra_compile_args=_FLAGS,
+        ),
     ]
 )

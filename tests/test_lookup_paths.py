@@ -1,18 +1,23 @@
 """The fast lookup paths answer exactly as the straightforward ones.
 
-`IndexReader.lookup` (the whole batch's Bloom positions at once) and
-`IndexReader.lookup_one` (plain Python, for a single query) are checked against the
-reference of one shard at a time with `bloom.bloom_contains` and `searchsorted`,
+`IndexReader.lookup` (the whole batch's Bloom positions at once), `lookup_hits` and
+`lookup_one`, in C (`_lookups.c`) and in Python (`native=False`), are checked against
+the reference of one shard at a time with `bloom.bloom_contains` and `searchsorted`,
 on every stored fingerprint of a real index and on strangers, Bloom false positives
-included; `Checker` gives the same verdicts whichever path a batch takes.
+included; the similar tier's C lookups against its numpy and Python ones; `Checker`
+gives the same verdicts whichever path a batch takes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
+import pytest
 from conftest import Breach, query_fields
 
-from indexer.core.matchkeys import QueryError, canonical_keys
+from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import QueryError, canonical_keys, similar_probes
 from indexer.index.bloom import bloom_contains
 from indexer.index.lookup import SCALAR_KEYS, Checker
 from indexer.index.reader import IndexReader
@@ -62,8 +67,24 @@ def test_the_batch_path_agrees_with_the_reference(reader: IndexReader) -> None:
             assert (reader.lookup(fps[chunk]) == expected[chunk]).all()
 
 
-def test_the_hits_path_agrees_with_the_reference(reader: IndexReader) -> None:
+@pytest.fixture(scope="module")
+def python_reader(breach: Breach) -> Iterator[IndexReader]:
+    """The breach's index with the Python lookups the C ones replaced."""
+    opened = IndexReader.open_current(
+        breach.index_dir, Fingerprinter(breach.pepper_file.read_bytes()), native=False)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture(params=["c", "python"])
+def either_reader(request: pytest.FixtureRequest, reader: IndexReader,
+                  python_reader: IndexReader) -> IndexReader:
+    return reader if request.param == "c" else python_reader
+
+
+def test_the_hits_path_agrees_with_the_reference(either_reader: IndexReader) -> None:
     """lookup_hits (what bulk checks use) is lookup without its all-zero rows."""
+    reader = either_reader
     fps = _sample(reader)
     _, expected = _reference(reader, fps)
     for size in (17, 1000, 4096):
@@ -76,12 +97,53 @@ def test_the_hits_path_agrees_with_the_reference(reader: IndexReader) -> None:
     assert len(positions) == 0 and rows.shape == (0, reader.n_sources)
 
 
-def test_the_one_key_path_agrees_with_the_reference(reader: IndexReader) -> None:
+def test_the_one_key_path_agrees_with_the_reference(either_reader: IndexReader) -> None:
+    reader = either_reader
     fps = _sample(reader)[:20_000]
     _, expected = _reference(reader, fps)
     for fp, row in zip(fps.tolist(), expected, strict=True):
         got = reader.lookup_one(fp)
         assert got == (row.tobytes() if row.any() else None)
+
+
+def _tier_sample(breach: Breach, reader: IndexReader) -> list[int]:
+    """What the tier is looked up with: every member's similar probes under each
+    namespace's mask (many present), and as many strangers."""
+    probes: list[int] = []
+    for member in breach.members():
+        try:
+            keys = canonical_keys(query_fields(member))
+        except QueryError:
+            continue
+        strings, drops, _ = similar_probes(keys)
+        for fp in reader.fingerprinter.many(strings, drops).tolist():
+            probes += [fp ^ mask for mask in reader.fingerprinter.namespace_masks]
+    strangers = np.random.default_rng(9).integers(0, 2**64 - 1, len(probes), dtype=np.uint64)
+    return probes + strangers.tolist()
+
+
+def test_the_tier_paths_agree(breach: Breach, reader: IndexReader,
+                              python_reader: IndexReader) -> None:
+    """The similar tier in C answers as its numpy batch path and its Python scalar one."""
+    sample = _tier_sample(breach, reader)
+    fps = np.array(sample, dtype=np.uint64)
+    positions, rows = reader.similar.hits(fps)
+    expected_positions, expected_rows = python_reader.similar.hits(fps)
+    assert positions.tolist() == expected_positions.tolist()
+    assert (rows == expected_rows).all()
+    assert 0 < len(positions) < len(sample) // 2  # probes found, strangers not
+    for fp in sample[:: max(1, len(sample) // 5000)]:
+        assert reader.similar.one(fp) == python_reader.similar.one(fp)
+    empty_positions, empty_rows = reader.similar.hits(np.empty(0, dtype=np.uint64))
+    assert len(empty_positions) == 0 and empty_rows.shape == (0, reader.n_sources)
+
+
+def test_a_fingerprint_out_of_range_is_refused(reader: IndexReader) -> None:
+    for bad in (-1, 2**64):
+        with pytest.raises(ValueError, match="fingerprint"):
+            reader.lookup_one(bad)
+        with pytest.raises(ValueError, match="fingerprint"):
+            reader.similar.one(bad)
 
 
 def test_verdicts_do_not_depend_on_the_path(breach: Breach, reader: IndexReader) -> None:
@@ -113,3 +175,30 @@ def test_similar_verdicts_do_not_depend_on_the_path(breach: Breach, reader: Inde
     batched = checker.check_keys(queries)
     assert batched == [checker.check_one(q) for q in queries]
     assert any(v["match"] == "similar" for v in batched)
+
+
+def test_the_c_and_python_checkers_agree(breach: Breach, reader: IndexReader,
+                                          python_reader: IndexReader) -> None:
+    """Members as they are and with one letter changed, day and month swapped, names
+    swapped: the C lookups give the verdicts the Python ones give."""
+    queries = []
+    for member in breach.members():
+        fields = query_fields(member)
+        last, first = fields.get("last_name", ""), fields.get("first_name", "")
+        date = fields.get("birth_date", "")
+        variants = [fields, {**fields, "nir": ""},
+                    {**fields, "nir": "", "last_name": first, "first_name": last}]
+        if len(last) > 2:
+            variants.append({**fields, "nir": "", "last_name": last[:2] + "x" + last[3:]})
+        if len(date) == 10 and date[4] == "-":
+            variants.append({**fields, "birth_date": f"{date[:4]}-{date[8:]}-{date[5:7]}"})
+        for variant in variants:
+            try:
+                queries.append(canonical_keys(variant))
+            except QueryError:
+                continue
+    c, python = Checker(reader), Checker(python_reader)
+    assert c.check_keys(queries) == python.check_keys(queries)
+    assert [c.check_one(q) for q in queries[:2000]] == [python.check_one(q) for q in queries[:2000]]
+    levels = {v["match"] for v in c.check_keys(queries)}
+    assert {"strong", "weak", "similar", None} <= levels

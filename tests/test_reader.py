@@ -128,6 +128,21 @@ def test_a_damaged_generation_is_refused(breach: Breach, tmp_path: Path, damage:
         IndexReader(copy, Fingerprinter(breach.pepper_file.read_bytes()))
 
 
+@pytest.mark.parametrize("name", ["001.fp", "001.meta", "001.bloom", "001.sim", "001.simoff"])
+def test_a_file_cut_short_is_refused_even_unverified(
+    breach: Breach, tmp_path: Path, name: str
+) -> None:
+    """Without the verification (what `exposure-serve` skips in its workers), the
+    lookups still check every size before they read: a refusal, never a wrong read."""
+    copy = tmp_path / "generation"
+    shutil.copytree(current_generation(breach.index_dir), copy)
+    shard = copy / "shards" / name
+    data = shard.read_bytes()
+    shard.write_bytes(data[: len(data) // 2 - 3])
+    with pytest.raises(IndexError_, match="damaged"):
+        IndexReader(copy, Fingerprinter(breach.pepper_file.read_bytes()), verify=False)
+
+
 # --- the hand-written dump: exact answers -------------------------------------------------
 
 

@@ -88,10 +88,12 @@ def similar_index(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]
     return root / "index", pepper
 
 
-@pytest.fixture(scope="module")
-def checker(similar_index: tuple[Path, Path]) -> Checker:
+@pytest.fixture(scope="module", params=["c", "python"])
+def checker(request: pytest.FixtureRequest, similar_index: tuple[Path, Path]) -> Checker:
+    """A checker with the C lookups, and one with the Python ones they replaced."""
     index_dir, pepper = similar_index
-    return Checker(IndexReader.open_current(index_dir, Fingerprinter(pepper.read_bytes())))
+    return Checker(IndexReader.open_current(index_dir, Fingerprinter(pepper.read_bytes()),
+                                            native=request.param == "c"))
 
 
 def check(checker: Checker, last_name: str, first_name: str, birth_date: str,

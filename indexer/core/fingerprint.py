@@ -109,7 +109,7 @@ class Fingerprinter:
         ).hexdigest()
 
     def one(self, canonical: str) -> int:
-        return int.from_bytes(self._digests((canonical,), None), "little")
+        return int.from_bytes(self.digests((canonical,), None), "little")
 
     def many(self, canonicals: Sequence[str], drops: Sequence[int] | None = None
              ) -> Fingerprints:
@@ -118,10 +118,11 @@ class Fingerprinter:
         `drops[i] >= 0` fingerprints `canonicals[i]` without its character at that
         index (`key[:d] + key[d + 1:]`): a one-letter deletion probe.
         """
-        return np.frombuffer(self._digests(canonicals, drops), dtype="<u8").astype(
+        return np.frombuffer(self.digests(canonicals, drops), dtype="<u8").astype(
             np.uint64, copy=False)
 
-    def _digests(self, canonicals: Sequence[str], drops: Sequence[int] | None) -> bytes:
+    def digests(self, canonicals: Sequence[str], drops: Sequence[int] | None = None) -> bytes:
+        """`many` as bytes (8 little-endian bytes a key), for the C lookups to read."""
         if self._hasher is not None:
             return self._hasher.many(canonicals, drops)
         # The reference: hashlib, copying the keyed state (which skips the key block that

@@ -1,14 +1,16 @@
-"""Reading a published generation: memory-mapped, vectorised lookups.
+"""Reading a published generation: memory-mapped lookups.
 
 `IndexReader` maps every shard file read-only (the pages are shared by every worker
 process of the service and by the page cache), checks that the manifest's key id is
-the pepper's, and answers a batch of fingerprints at once: a Bloom test in numpy, then
-a binary search (`searchsorted`) in the sorted fingerprint array of each shard.
+the pepper's, and answers fingerprints: a Bloom test, then a binary search in the
+sorted fingerprint array of the shard.
 
-A single query has one or two keys, and for so few the ~20 numpy calls of the batch
-path cost ~20 µs a key in call overhead alone: `lookup_one` answers one fingerprint
-with plain Python over the same mapped bytes (the same Bloom bits, then `bisect` on
-a memoryview of the sorted array), ~2 µs.
+The lookups run in C (`_lookups.c`), one fingerprint (`lookup_one`, ~0.2 µs) or a
+batch (`lookup_hits`) per call, over the same mapped bytes. `IndexReader(...,
+native=False)` answers with the Python paths they replaced and the tests compare
+them with: numpy for a batch (the Bloom positions of the whole batch at once, then
+`searchsorted` per shard) and plain Python for one key (`bisect` on a memoryview:
+~20 numpy calls would cost ~20 µs a key in call overhead alone).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import mmap
 import struct
 import sys
 from bisect import bisect_left
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -25,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.core.fingerprint import Fingerprinter
+from indexer.index import _lookups
 from indexer.index.bloom import (
     HEADER_BYTES,
     FingerprintBloom,
@@ -35,7 +39,7 @@ from indexer.index.bloom import (
 from indexer.index.generation import current_generation, shard_file
 from indexer.index.manifest import ManifestError, load_manifest, verify_generation
 from indexer.index.shards import shard_of, shard_of_one
-from indexer.index.similar import SimilarShard, SimilarTier
+from indexer.index.similar import SimilarShard, SimilarTier, found_arrays
 
 __all__ = ["IndexError_", "IndexReader", "KeyMismatch", "SourceInfo"]
 
@@ -73,8 +77,8 @@ class _Shard:
 
 
 _EMPTY_U64: Final = np.empty(0, dtype=np.uint64)
-# `lookup_one` reads the little-endian fingerprint files through native memoryviews.
-_SCALAR_OK: Final = sys.byteorder == "little"
+# The C lookups and `lookup_one` read the little-endian files as native integers.
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
 def _groups(ids: npt.NDArray[np.intp]) -> list[tuple[int, int, int]]:
@@ -90,7 +94,8 @@ def _groups(ids: npt.NDArray[np.intp]) -> list[tuple[int, int, int]]:
 class IndexReader:
     """One generation, opened. Immutable; swap readers to change generation."""
 
-    def __init__(self, generation: Path, fingerprinter: Fingerprinter, *, verify: bool = True):
+    def __init__(self, generation: Path, fingerprinter: Fingerprinter, *, verify: bool = True,
+                 native: bool = True):
         try:
             manifest = load_manifest(generation)
         except ManifestError as exc:
@@ -122,23 +127,34 @@ class IndexReader:
         self.shard_count: int = manifest["shards"]["count"]
         self.fingerprint_count: int = int(manifest["totals"]["fingerprints"])
         self._maps: list[mmap.mmap] = []
-        self._shards = [self._open_shard(i) for i in range(self.shard_count)]
+        native = native and _LITTLE_ENDIAN
+        try:
+            self._shards = [self._open_shard(i) for i in range(self.shard_count)]
+            self.similar = SimilarTier(
+                [SimilarShard.open(generation, i, entry, self.n_sources, self._maps)
+                 for i, entry in enumerate(manifest["similar"]["shards"])],
+                self.shard_count, self.n_sources, native=native,
+            )
+            self._native = _lookups.Exact(
+                [(s.fingerprints, s.meta, s.bloom_bits, s.num_slices, s.bits_per_slice)
+                 for s in self._shards], self.n_sources) if native else None
+        except ValueError as exc:  # sizes that disagree (a file cut short), unverified
+            raise IndexError_(f"the index {generation.name} is damaged: {exc}") from exc
         self._bits_per_slice = np.array(
             [shard.bits_per_slice for shard in self._shards], dtype=np.uint64
         )
-        self.similar = SimilarTier(
-            [SimilarShard.open(generation, i, entry, self.n_sources, self._maps)
-             for i, entry in enumerate(manifest["similar"]["shards"])],
-            self.shard_count, self.n_sources,
-        )
         slice_counts = {shard.num_slices for shard in self._shards}
         self._num_slices = slice_counts.pop() if len(slice_counts) == 1 else None
+        # The meta row (class bits per source) of one fingerprint; None when absent.
+        self.lookup_one: Callable[[int], bytes | None] = (
+            self._native.one if self._native is not None else self._lookup_one_python)
 
     @classmethod
     def open_current(
-        cls, index_dir: Path, fingerprinter: Fingerprinter, *, verify: bool = True
+        cls, index_dir: Path, fingerprinter: Fingerprinter, *, verify: bool = True,
+        native: bool = True,
     ) -> IndexReader:
-        return cls(current_generation(index_dir), fingerprinter, verify=verify)
+        return cls(current_generation(index_dir), fingerprinter, verify=verify, native=native)
 
     def _map(self, name: str, offset: int = 0) -> npt.NDArray[np.uint8]:
         path = self.path / name
@@ -193,6 +209,8 @@ class IndexReader:
         their zero rows would only be allocated to be skipped.
         """
         fps = np.asarray(fingerprints, dtype=np.uint64)
+        if self._native is not None:
+            return found_arrays(self._native.hits(np.ascontiguousarray(fps)), self.n_sources)
         if self._num_slices is None:
             table = self.lookup(fps)
             present = np.flatnonzero(table.any(axis=1))
@@ -244,13 +262,20 @@ class IndexReader:
         bits = (octets >> (positions & np.uint64(7)).astype(np.uint8)) & np.uint8(1)
         return np.asarray(bits.all(axis=1), dtype=np.bool_)
 
-    def lookup_one(self, fingerprint: int) -> bytes | None:
-        """The meta row (class bits per source) of one fingerprint; None when absent.
+    def similar_search(
+        self, exact_tags: bytes, places: Sequence[Sequence[tuple[int, int]]]
+    ) -> _lookups.Similar | None:
+        """The C lookups of a similar query's probes (see `_lookups.c`), None when this
+        reader answers with the Python paths."""
+        if self._native is None or self.similar.native is None:
+            return None
+        return _lookups.Similar(self._native, self.similar.native, exact_tags, places)
 
-        The same answer as `lookup` (a test holds them equal), without numpy: the
-        Bloom positions of `bloom.bloom_positions`, then a binary search.
-        """
-        if not _SCALAR_OK:
+    def _lookup_one_python(self, fingerprint: int) -> bytes | None:
+        """`lookup_one` in plain Python: the same answer as `lookup` (a test holds them
+        equal), without numpy: the Bloom positions of `bloom.bloom_positions`, then a
+        binary search."""
+        if not _LITTLE_ENDIAN:
             row = self.lookup(np.array([fingerprint], dtype=np.uint64))[0]
             return row.tobytes() if row.any() else None
         shard = self._shards[shard_of_one(fingerprint, self.shard_count)]
@@ -283,6 +308,10 @@ class IndexReader:
             result[positions[maybe][hit]] = shard.meta[where[hit]]
 
     def close(self) -> None:
+        # The C lookups export the mapped buffers: dropped first, so the maps can close.
+        self._native = None
+        self.lookup_one = self._lookup_one_python
+        self.similar.close()
         self._shards = []
         for mapped in self._maps:
             try:
@@ -292,3 +321,4 @@ class IndexReader:
                 # when they are collected.
                 pass
         self._maps = []
+

@@ -15,7 +15,9 @@ A fingerprint's shard is `shard_of`, as in the exact index; its bucket is the ne
 `bucket_bits` bits of the same multiply-shift. Buckets hold about `BUCKET_ENTRIES`
 entries, so an absent fingerprint matches a stored one with probability about
 BUCKET_ENTRIES / 2**(32 - row_bits) per lookup, whatever the index size (~1e-6).
-The writer and the reader both live here: nothing else computes these positions.
+The writer and the reader both live here, and `_lookups.c` (the lookups in C, which
+`SimilarTier(..., native=False)` replaces with the Python and numpy ones here, the
+reference the tests compare it with).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from __future__ import annotations
 import mmap
 import sys
 from bisect import bisect_left
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -30,6 +33,7 @@ from typing import Any, Final
 import numpy as np
 import numpy.typing as npt
 
+from indexer.index import _lookups
 from indexer.index.generation import shard_file
 from indexer.index.shards import shard_of, shard_of_one
 
@@ -37,6 +41,7 @@ __all__ = [
     "BUCKET_ENTRIES",
     "SIMILAR_KINDS",
     "SimilarShard",
+    "found_arrays",
     "similar_shard_files",
     "verify_similar_shard",
 ]
@@ -44,7 +49,7 @@ __all__ = [
 SIMILAR_KINDS: Final = ("sim", "simoff", "simrows")
 BUCKET_ENTRIES: Final = 32
 _MAX_ROW_BITS: Final = 12
-_SCALAR_OK: Final = sys.byteorder == "little"
+_LITTLE_ENDIAN: Final = sys.byteorder == "little"
 
 
 def _bucket_bits(entries: int, shard_count: int) -> int:
@@ -163,17 +168,39 @@ class SimilarShard:
                    values.data, offsets.data)
 
 
+def found_arrays(
+    found: tuple[bytes, bytes], n_sources: int
+) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
+    """The (positions, rows) arrays of a C lookup's answer (int64 bytes, row bytes)."""
+    positions, rows = found
+    return (np.frombuffer(positions, dtype=np.int64).astype(np.intp, copy=False),
+            np.frombuffer(rows, dtype=np.uint8).reshape(-1, n_sources))
+
+
 class SimilarTier:
     """All the shards of the tier: batch and single lookups."""
 
-    def __init__(self, shards: list[SimilarShard], shard_count: int, n_sources: int) -> None:
+    def __init__(self, shards: list[SimilarShard], shard_count: int, n_sources: int, *,
+                 native: bool = True) -> None:
+        """Raises ValueError when a shard's files disagree with its manifest entry."""
         self._shards = shards
         self.shard_count = shard_count
         self.n_sources = n_sources
+        self.native = _lookups.Tier(
+            [(s.values, s.offsets, s.rows, s.bucket_bits, s.row_bits) for s in shards],
+            n_sources, shard_count) if native and _LITTLE_ENDIAN else None
+        # The meta row of one fingerprint, None when absent; as `hits`, for one key.
+        self.one: Callable[[int], bytes | None] = (
+            self.native.one if self.native is not None else self._one_python)
 
-    def one(self, fingerprint: int) -> bytes | None:
-        """The meta row of one fingerprint, None when absent; as `hits`, without numpy."""
-        if not _SCALAR_OK:
+    def close(self) -> None:
+        """Let go of the mapped buffers the C lookups hold."""
+        self.native = None
+        self.one = self._one_python
+
+    def _one_python(self, fingerprint: int) -> bytes | None:
+        """`one` in plain Python, without numpy."""
+        if not _LITTLE_ENDIAN:
             positions, rows = self.hits(np.array([fingerprint], dtype=np.uint64))
             return rows[0].tobytes() if len(positions) else None
         shard = self._shards[shard_of_one(fingerprint, self.shard_count)]
@@ -199,6 +226,8 @@ class SimilarTier:
     ) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.uint8]]:
         """(positions, rows) of the fingerprints present, positions ascending."""
         fps = np.asarray(fingerprints, dtype=np.uint64)
+        if self.native is not None:
+            return found_arrays(self.native.hits(np.ascontiguousarray(fps)), self.n_sources)
         shard_ids = shard_of(fps, self.shard_count)
         order = shard_ids.argsort(kind="stable")
         ids = shard_ids[order]
