@@ -13,7 +13,7 @@ install: $(VENV)/.installed
 # Exactly the versions of the hashed lock (runtime and dev, build tools included), nothing
 # resolved at install time; then this project itself, without its dependencies.
 LOCK := requirements/dev.txt
-# setup.py and the C source: the fingerprint module is compiled at install (it needs gcc,
+# setup.py and the C sources: the fingerprint and lookup modules are compiled at install (gcc,
 # Python's headers and libsodium-dev: README, "Install").
 $(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c indexer/index/_lookups.c $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
