@@ -1,10 +1,11 @@
-"""The C fingerprint module against its reference (hashlib), and the deletion probes.
+"""The C fingerprint module against its reference (hashlib), and the similar probes.
 
 `Fingerprinter` computes its fingerprints in C (indexer/core/_fingerprints.c, over
 libsodium); `Fingerprinter(pepper, native=False)` computes them with hashlib. An index
 built by one is read by the other: every fingerprint must be the same, for any text,
 and a deletion probe (a key with one character left out) must be the fingerprint of
-the string `key[:d] + key[d + 1:]`.
+the string `key[:d] + key[d + 1:]`; a query's similar probes made and fingerprinted
+in C must be `matchkeys.similar_probes`, fingerprinted.
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ from hypothesis import strategies as st
 from indexer.core._fingerprints import Hasher
 from indexer.core.fingerprint import Fingerprinter
 from indexer.core.matchkeys import (
+    PROBE_DAY_MONTH,
+    PROBE_DAY_MONTH_NIR,
     PROBE_FIRST_DELETION,
     PROBE_LAST_DELETION,
+    PROBE_OWN,
+    PROBE_PART,
+    PROBE_SWAPPED,
+    QueryError,
     canonical_keys,
     deletions,
     similar_probes,
 )
 
 PEPPER = os.urandom(32)
+NATIVE_KEY = PEPPER  # a pepper of at most 64 bytes is the BLAKE2b key itself
 NATIVE, REFERENCE = Fingerprinter(PEPPER), Fingerprinter(PEPPER, native=False)
 FUZZ = settings(max_examples=300, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
@@ -104,3 +112,57 @@ def test_deletion_probes_are_the_names_one_letter_deletions(
     # Every other probe is fingerprinted as it is.
     assert all(d == -1 for d, k in zip(drops, kinds, strict=True)
                if k not in (PROBE_LAST_DELETION, PROBE_FIRST_DELETION))
+
+
+# --- a similar query's probes in one call ----------------------------------------------
+
+FIELD = (st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ -'", max_size=30)
+         | st.text(max_size=12))
+DATES = (st.dates(dt.date(1900, 1, 1), dt.date(2020, 12, 31)).map(str)
+         | st.sampled_from(["1980-05-05", "1980-12-01", "1980-13-02", "01/02/1980"]))
+
+
+def _reference_plan(keys: list[str]) -> tuple[bytes, bytes]:
+    probes, drops, kinds = similar_probes(keys)
+    return REFERENCE.digests(probes, drops), bytes(kinds)
+
+
+@FUZZ
+@given(FIELD, FIELD, DATES, st.sampled_from(["", "294037512001779", "1 80 05 75 116 042 86"]))
+def test_the_c_probe_plan_is_similar_probes_fingerprinted(
+        last: str, first: str, born: str, nir: str) -> None:
+    """`similar_digests` (the probes made and fingerprinted in C) gives what
+    `similar_probes` then the reference fingerprints give, kinds included, for every
+    query that forms keys: compound names, several given names, swappable dates."""
+    try:
+        keys = canonical_keys({"nir": nir, "last_name": last, "first_name": first,
+                               "birth_date": born})
+    except QueryError:
+        return
+    assert NATIVE.similar_digests(keys) == _reference_plan(list(keys))
+    assert REFERENCE.similar_digests(keys) == _reference_plan(list(keys))
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(["strong|", "weak|", "part|", "w", "s|x", "p"]).flatmap(
+    lambda head: TEXT.map(lambda tail: head + tail)), max_size=6))
+def test_the_c_probe_plan_agrees_or_steps_aside_on_any_keys(keys: list[str]) -> None:
+    """On keys no query makes (wrong field counts, non-ASCII, long), the C plan gives
+    the Python answer or None (then `similar_digests` asks `similar_probes`, which
+    may raise): never another answer."""
+    try:
+        expected: tuple[bytes, bytes] | None = _reference_plan(keys)
+    except (ValueError, IndexError):
+        expected = None
+    planned = Hasher(NATIVE_KEY, b"exposure-fp-v1").similar(keys)
+    assert planned is None or planned == expected
+
+
+def test_the_c_probe_plan_covers_every_kind() -> None:
+    """The kinds are matchkeys' PROBE_* numbers (the C module has its own copy)."""
+    keys = canonical_keys({"nir": "294037512001779", "last_name": "Martin-Dupont",
+                           "first_name": "Jean Pierre", "birth_date": "1994-03-05"})
+    _, kinds = NATIVE.similar_digests(keys)
+    assert set(kinds) == {PROBE_LAST_DELETION, PROBE_FIRST_DELETION, PROBE_OWN, PROBE_SWAPPED,
+                          PROBE_DAY_MONTH, PROBE_DAY_MONTH_NIR, PROBE_PART}
+    assert NATIVE.similar_digests(keys) == _reference_plan(list(keys))

@@ -204,10 +204,182 @@ done:
     return result;
 }
 
+/* --- a similar query's probes (matchkeys.similar_probes, then many) ----------------- */
+
+/* The probe kinds, as matchkeys.PROBE_* (tests/test_fingerprints.py holds them equal). */
+enum { LAST_DELETION, FIRST_DELETION, OWN, SWAPPED, DAY_MONTH, DAY_MONTH_NIR, PART };
+
+typedef struct {
+    const char *text;
+    Py_ssize_t length;
+} Span;
+
+typedef struct {
+    unsigned char *digests, *kinds;
+    Py_ssize_t count, room;
+    const crypto_generichash_blake2b_state *base;
+} Plan;
+
+static void
+plan_add(Plan *plan, const char *text, size_t length, int kind)
+{
+    digest_into(plan->base, (const unsigned char *)text, length,
+                plan->digests + plan->count * DIGEST_BYTES);
+    plan->kinds[plan->count++] = (unsigned char)kind;
+}
+
+/* The '|'-separated fields of `key` into fields[0..n-1]; 0 unless exactly n. */
+static int
+split_fields(Span key, Span *fields, int n)
+{
+    Py_ssize_t start = 0;
+    int found = 0;
+    for (Py_ssize_t i = 0; i <= key.length; i++) {
+        if (i == key.length || key.text[i] == '|') {
+            if (found == n)
+                return 0;
+            fields[found++] = (Span){key.text + start, i - start};
+            start = i + 1;
+        }
+    }
+    return found == n;
+}
+
+/* YYYY-MM-DD with day and month swapped into `out` (10 bytes), as
+ * matchkeys._day_month_swapped: when both are "01" to "12" and differ. */
+static int
+day_month_swapped(Span date, char out[10])
+{
+    if (date.length != 10)
+        return 0;
+    const char *month = date.text + 5, *day = date.text + 8;
+    if (memcmp(month, day, 2) == 0 || memcmp(day, "01", 2) < 0 || memcmp(day, "12", 2) > 0
+        || memcmp(month, "01", 2) < 0 || memcmp(month, "12", 2) > 0)
+        return 0;
+    memcpy(out, date.text, 5);
+    memcpy(out + 5, day, 2);
+    out[7] = '-';
+    memcpy(out + 8, month, 2);
+    return 1;
+}
+
+/* Writes the pieces one after the other into `out` (STACK_KEY_BYTES); its length. */
+static size_t
+joined(unsigned char *out, const Span *pieces, int n)
+{
+    size_t length = 0;
+    for (int i = 0; i < n; i++) {
+        memcpy(out + length, pieces[i].text, (size_t)pieces[i].length);
+        length += (size_t)pieces[i].length;
+    }
+    return length;
+}
+
+#define SPAN(literal) ((Span){literal, sizeof literal - 1})
+
+static PyObject *
+Hasher_similar(Hasher *self, PyObject *arg)
+{
+    PyObject *keys = PySequence_Fast(arg, "keys must be a sequence of str");
+    if (keys == NULL)
+        return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(keys);
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    Span nir = {NULL, 0}, own = {NULL, 0}, whole = {NULL, 0};
+    Py_ssize_t parts = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        /* Only canonical keys, which are ASCII and short: anything else is left to
+         * matchkeys.similar_probes (the caller's fallback, None here). */
+        if (!PyUnicode_Check(items[i]) || !PyUnicode_IS_ASCII(items[i]))
+            goto fallback;
+        Span key = {(const char *)PyUnicode_1BYTE_DATA(items[i]), PyUnicode_GET_LENGTH(items[i])};
+        if (key.length == 0 || key.length + 8 > STACK_KEY_BYTES)
+            goto fallback;
+        if (key.text[0] == 's')
+            nir = key;
+        else if (key.text[0] == 'w') {
+            if (own.text == NULL)
+                own = key;
+            else
+                whole = key;
+        } else
+            parts++;
+    }
+    Span own_fields[4], fields[4], strong[3];
+    if ((own.text != NULL && !split_fields(own, own_fields, 4))
+        || (whole.text != NULL && !split_fields(whole, fields, 4))
+        || (nir.text != NULL && !split_fields(nir, strong, 3)))
+        goto fallback;
+    Plan plan = {NULL, NULL, 0, parts + 1 + (own.text ? 3 + own.length : 0), self->base};
+    PyObject *digests = PyBytes_FromStringAndSize(NULL, plan.room * DIGEST_BYTES);
+    PyObject *kinds = PyBytes_FromStringAndSize(NULL, plan.room);
+    if (digests == NULL || kinds == NULL) {
+        Py_XDECREF(digests);
+        Py_XDECREF(kinds);
+        Py_DECREF(keys);
+        return NULL;
+    }
+    plan.digests = (unsigned char *)PyBytes_AS_STRING(digests);
+    plan.kinds = (unsigned char *)PyBytes_AS_STRING(kinds);
+    unsigned char text[STACK_KEY_BYTES];
+    char swapped[10];
+    for (Py_ssize_t i = 0; i < count; i++) { /* "part|..." looked up as "weak|..." */
+        Span key = {(const char *)PyUnicode_1BYTE_DATA(items[i]), PyUnicode_GET_LENGTH(items[i])};
+        if (key.text[0] == 's' || key.text[0] == 'w')
+            continue;
+        Span pieces[2] = {SPAN("weak"), {key.text + 4, key.length > 4 ? key.length - 4 : 0}};
+        plan_add(&plan, (const char *)text, joined(text, pieces, 2), PART);
+    }
+    if (nir.text != NULL && day_month_swapped(strong[2], swapped)) {
+        Span pieces[4] = {SPAN("strong|"), strong[1], SPAN("|"), {swapped, 10}};
+        plan_add(&plan, (const char *)text, joined(text, pieces, 4), DAY_MONTH_NIR);
+    }
+    if (own.text != NULL) {
+        Span last = own_fields[1], first = own_fields[2], date = own_fields[3];
+        plan_add(&plan, own.text, (size_t)own.length, OWN);
+        /* One letter left out of the last name, then of the first given name. */
+        const Span *names[2] = {&last, &first};
+        const int name_kinds[2] = {LAST_DELETION, FIRST_DELETION};
+        for (int n = 0; n < 2; n++) {
+            if (names[n]->length < 2)
+                continue;
+            Py_ssize_t at = names[n]->text - own.text;
+            for (Py_ssize_t d = at; d < at + names[n]->length; d++) {
+                memcpy(text, own.text, (size_t)d);
+                memcpy(text + d, own.text + d + 1, (size_t)(own.length - d - 1));
+                plan_add(&plan, (const char *)text, (size_t)own.length - 1, name_kinds[n]);
+            }
+        }
+        Span given = whole.text != NULL ? fields[2] : first;
+        Span names_swapped[6] = {SPAN("weak|"), given, SPAN("|"), last, SPAN("|"), date};
+        plan_add(&plan, (const char *)text, joined(text, names_swapped, 6), SWAPPED);
+        if (day_month_swapped(date, swapped)) {
+            Span pieces[6] = {SPAN("weak|"), last, SPAN("|"), first, SPAN("|"), {swapped, 10}};
+            plan_add(&plan, (const char *)text, joined(text, pieces, 6), DAY_MONTH);
+        }
+    }
+    Py_DECREF(keys);
+    if (_PyBytes_Resize(&digests, plan.count * DIGEST_BYTES) != 0) {
+        Py_DECREF(kinds);
+        return NULL;
+    }
+    if (_PyBytes_Resize(&kinds, plan.count) != 0) {
+        Py_DECREF(digests);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", digests, kinds);
+fallback:
+    Py_DECREF(keys);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Hasher_methods[] = {
     {"many", (PyCFunction)(void (*)(void))Hasher_many, METH_VARARGS | METH_KEYWORDS,
      "many(keys, drops=None) -> bytes: the 8-byte little-endian fingerprint of each key "
      "(drops[i] >= 0: of keys[i] without its character at that index)."},
+    {"similar", (PyCFunction)Hasher_similar, METH_O,
+     "similar(keys) -> (digests, kinds): the fingerprints and kinds of a query's similar "
+     "probes (matchkeys.similar_probes then many), or None for keys it leaves to them."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -34,6 +34,7 @@ import numpy as np
 import numpy.typing as npt
 
 from indexer.core._fingerprints import Hasher
+from indexer.core.matchkeys import similar_probes
 from indexer.core.secret_files import read_secret_file, resolve_secret_file
 
 __all__ = [
@@ -120,6 +121,17 @@ class Fingerprinter:
         """
         return np.frombuffer(self.digests(canonicals, drops), dtype="<u8").astype(
             np.uint64, copy=False)
+
+    def similar_digests(self, keys: Sequence[str]) -> tuple[bytes, bytes]:
+        """The fingerprints (`digests`) and the kinds (a byte each, `matchkeys.PROBE_*`)
+        of a query's similar probes: `matchkeys.similar_probes` then `digests`, which
+        the C module does in one call for canonical keys (no string made in Python)."""
+        if self._hasher is not None:
+            planned = self._hasher.similar(keys)
+            if planned is not None:
+                return planned
+        probes, drops, kinds = similar_probes(keys)
+        return self.digests(probes, drops), bytes(kinds)
 
     def digests(self, canonicals: Sequence[str], drops: Sequence[int] | None = None) -> bytes:
         """`many` as bytes (8 little-endian bytes a key), for the C lookups to read."""

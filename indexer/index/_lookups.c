@@ -17,7 +17,8 @@
  * Similar(exact, tier, exact_tags, places): the lookups of a `similar` query's probes
  *     (indexer/index/lookup.py), per probe kind k: the exact index when exact_tags[k]
  *     is not 0, the tier under fp ^ mask for each (mask, tag) of places[k].
- *     found(fps, kinds) -> every hit as its tag byte and its row, sorted, each once.
+ *     found(fps, kinds) -> every hit as its tag byte and its row, sorted, each once
+ *     (kinds: a byte a fingerprint).
  *
  * Both keep the buffers exported until they are deallocated, and check every size
  * once at construction so that no lookup can read outside them, whatever the files hold.
@@ -617,12 +618,14 @@ Similar_found(Similar *self, PyObject *args)
     Py_ssize_t count;
     if (read_batch(fps_arg, &view, &count) != 0)
         return NULL;
-    PyObject *kinds = PySequence_Fast(kinds_arg, "kinds must be a sequence of int");
+    Py_buffer kinds;
+    if (PyObject_GetBuffer(kinds_arg, &kinds, PyBUF_SIMPLE) != 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
     PyObject *result = NULL;
     unsigned char *entries = NULL;
-    if (kinds == NULL)
-        goto done;
-    if (PySequence_Fast_GET_SIZE(kinds) != count) {
+    if (kinds.len != count) {
         PyErr_SetString(PyExc_ValueError, "one kind per fingerprint");
         goto done;
     }
@@ -632,13 +635,11 @@ Similar_found(Similar *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    PyObject **items = PySequence_Fast_ITEMS(kinds);
     Py_ssize_t n_sources = width - 1;
     for (Py_ssize_t i = 0; i < count; i++) {
-        long kind = PyLong_AsLong(items[i]);
-        if (kind < 0 || kind >= self->n_kinds) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_ValueError, "kinds[%zd] is not a known kind", i);
+        unsigned char kind = ((const unsigned char *)kinds.buf)[i];
+        if (kind >= self->n_kinds) {
+            PyErr_Format(PyExc_ValueError, "kinds[%zd] is not a known kind", i);
             goto done;
         }
         uint64_t fp = batch_item(&view, i);
@@ -671,7 +672,7 @@ Similar_found(Similar *self, PyObject *args)
     result = PyBytes_FromStringAndSize((const char *)entries, kept * width);
 done:
     PyMem_Free(entries);
-    Py_XDECREF(kinds);
+    PyBuffer_Release(&kinds);
     PyBuffer_Release(&view);
     return result;
 }

@@ -142,10 +142,10 @@ class Checker:
         return self._similar_one(keys)
 
     def _similar_one(self, keys: Sequence[str]) -> Verdict:
-        probes, drops, kinds = similar_probes(keys)
         if self._search is not None:
-            hits = self._search.found(self.reader.fingerprinter.digests(probes, drops), kinds)
+            hits = self._search.found(*self.reader.fingerprinter.similar_digests(keys))
             return self._cached_verdict(hits) if hits else NOT_FOUND
+        probes, drops, kinds = similar_probes(keys)
         one, tier, masks = self.reader.lookup_one, self.reader.similar.one, self._masks
         fps: list[int] = self.reader.fingerprinter.many(probes, drops).tolist()
         found: list[bytes] = []
