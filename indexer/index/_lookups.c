@@ -176,6 +176,44 @@ found_result(Found *f)
     return result;
 }
 
+/* The row of one fingerprint in an index (exact or tier), NULL when absent. */
+typedef const unsigned char *(*RowOf)(const void *index, uint64_t fp);
+
+static PyObject *
+one_row(const void *index, RowOf row_of, Py_ssize_t shard_count, Py_ssize_t n_sources,
+        PyObject *arg)
+{
+    uint64_t fp;
+    if (read_fingerprint(arg, &fp) != 0)
+        return NULL;
+    const unsigned char *row = shard_count ? row_of(index, fp) : NULL;
+    if (row == NULL)
+        Py_RETURN_NONE;
+    return PyBytes_FromStringAndSize((const char *)row, n_sources);
+}
+
+static PyObject *
+batch_rows(const void *index, RowOf row_of, Py_ssize_t shard_count, Py_ssize_t n_sources,
+           PyObject *arg)
+{
+    Py_buffer view;
+    Py_ssize_t count;
+    Found found;
+    if (read_batch(arg, &view, &count) != 0)
+        return NULL;
+    if (found_start(&found, shard_count ? count : 0, n_sources) != 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count && shard_count; i++) {
+        const unsigned char *row = row_of(index, batch_item(&view, i));
+        if (row != NULL)
+            found_add(&found, i, row);
+    }
+    PyBuffer_Release(&view);
+    return found_result(&found);
+}
+
 /* --- the exact index: Bloom filter, then binary search ------------------------------- */
 
 typedef struct {
@@ -287,8 +325,9 @@ bloom_has(const ExactShard *shard, uint64_t fp)
 /* The meta row of `fp`, NULL when absent or all zero (a stored fingerprint without any
  * class bit counts as absent, as in reader.py). */
 static const unsigned char *
-exact_row(const Exact *self, uint64_t fp)
+exact_row(const void *index, uint64_t fp)
 {
+    const Exact *self = index;
     const ExactShard *shard = &self->shards[shard_of(fp, self->shard_count)];
     if (!shard->count || !bloom_has(shard, fp))
         return NULL;
@@ -312,36 +351,13 @@ exact_row(const Exact *self, uint64_t fp)
 static PyObject *
 Exact_one(Exact *self, PyObject *arg)
 {
-    uint64_t fp;
-    if (read_fingerprint(arg, &fp) != 0)
-        return NULL;
-    if (self->shard_count == 0)
-        Py_RETURN_NONE;
-    const unsigned char *row = exact_row(self, fp);
-    if (row == NULL)
-        Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)row, self->n_sources);
+    return one_row(self, exact_row, self->shard_count, self->n_sources, arg);
 }
 
 static PyObject *
 Exact_hits(Exact *self, PyObject *arg)
 {
-    Py_buffer view;
-    Py_ssize_t count;
-    Found found;
-    if (read_batch(arg, &view, &count) != 0)
-        return NULL;
-    if (found_start(&found, self->shard_count ? count : 0, self->n_sources) != 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < count && self->shard_count; i++) {
-        const unsigned char *row = exact_row(self, batch_item(&view, i));
-        if (row != NULL)
-            found_add(&found, i, row);
-    }
-    PyBuffer_Release(&view);
-    return found_result(&found);
+    return batch_rows(self, exact_row, self->shard_count, self->n_sources, arg);
 }
 
 /* --- the similar tier: a bucket, then binary search ---------------------------------- */
@@ -439,8 +455,9 @@ Tier_dealloc(Tier *self)
 /* The stored row of `fp`, NULL when absent (as similar.SimilarTier.one). Offsets and
  * row ids are clamped: a damaged file gives wrong answers, never a read outside it. */
 static const unsigned char *
-tier_row(const Tier *self, uint64_t fp)
+tier_row(const void *index, uint64_t fp)
 {
+    const Tier *self = index;
     const TierShard *shard = &self->shards[shard_of(fp, self->shard_count)];
     if (!shard->count)
         return NULL;
@@ -475,36 +492,13 @@ tier_row(const Tier *self, uint64_t fp)
 static PyObject *
 Tier_one(Tier *self, PyObject *arg)
 {
-    uint64_t fp;
-    if (read_fingerprint(arg, &fp) != 0)
-        return NULL;
-    if (self->shard_count == 0)
-        Py_RETURN_NONE;
-    const unsigned char *row = tier_row(self, fp);
-    if (row == NULL)
-        Py_RETURN_NONE;
-    return PyBytes_FromStringAndSize((const char *)row, self->n_sources);
+    return one_row(self, tier_row, self->shard_count, self->n_sources, arg);
 }
 
 static PyObject *
 Tier_hits(Tier *self, PyObject *arg)
 {
-    Py_buffer view;
-    Py_ssize_t count;
-    Found found;
-    if (read_batch(arg, &view, &count) != 0)
-        return NULL;
-    if (found_start(&found, self->shard_count ? count : 0, self->n_sources) != 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < count && self->shard_count; i++) {
-        const unsigned char *row = tier_row(self, batch_item(&view, i));
-        if (row != NULL)
-            found_add(&found, i, row);
-    }
-    PyBuffer_Release(&view);
-    return found_result(&found);
+    return batch_rows(self, tier_row, self->shard_count, self->n_sources, arg);
 }
 
 /* --- a similar query's probes: every lookup of docs/matching.md in one call ----------- */
