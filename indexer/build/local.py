@@ -48,7 +48,7 @@ from indexer.build.dumps import DumpLayout, detect_layout, iter_blocks, parse_bl
 from indexer.build.executor import InlineExecutor, bounded_map, worker_pool
 from indexer.build.sources import Source, load_sources
 from indexer.core.fingerprint import FINGERPRINT_ALGORITHM, Fingerprinter
-from indexer.core.records import DATA_CLASSES, NAMESPACES, record_keys
+from indexer.core.records import DATA_CLASSES, NAMESPACES, SimilarEntries, record_keys
 from indexer.index.bloom import FingerprintBloom
 from indexer.index.generation import new_partial_generation, publish, remove_partials, shard_file
 from indexer.index.manifest import FORMAT, checksum_bytes, write_manifest
@@ -186,8 +186,7 @@ def fingerprint_block(
     key_counts: list[int] = []
     row_classes: list[int] = []
     fault_lists: list[list[str]] = []
-    similar: list[str] = []
-    namespaces: list[int] = []
+    similar = SimilarEntries()
     similar_counts: list[int] = []
     add_keys, add_count, add_classes = keys.extend, key_counts.append, row_classes.append
     add_similar_count = similar_counts.append
@@ -198,7 +197,7 @@ def fingerprint_block(
                 malformed += 1
                 continue
             before = len(similar)
-            row_keys, classes, row_faults = record_keys(row, similar, namespaces)
+            row_keys, classes, row_faults = record_keys(row, similar)
             add_keys(row_keys)
             add_count(len(row_keys))
             add_classes(classes)
@@ -209,8 +208,8 @@ def fingerprint_block(
         # The similar tier's entries, each under its namespace's mask; they travel in
         # the same spill, told apart by the SIMILAR_TAG bit of their tag.
         masks = np.array(fingerprinter.namespace_masks, dtype=np.uint64)
-        tier = fingerprinter.many(similar) ^ masks[np.array(namespaces, dtype=np.intp)]
-    del keys, similar, namespaces
+        tier = fingerprinter.many(similar.keys, similar.drops) ^ masks[similar.namespaces()]
+    del keys, similar
     fingerprints = np.concatenate([exact, tier])
     faults = Counter(chain.from_iterable(fault_lists))
     if malformed:

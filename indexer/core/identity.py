@@ -15,12 +15,14 @@ import datetime as dt
 import re
 import time
 import unicodedata
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Final
 
 from stdnum.fr import nir as stdnum_nir
 
 __all__ = [
+    "GivenName",
     "IdentityError",
     "compound_parts",
     "first_given_name",
@@ -29,6 +31,8 @@ __all__ = [
     "name_parts",
     "normalize_birth_date",
     "normalize_nir",
+    "read_given_name",
+    "read_given_names",
 ]
 
 
@@ -227,6 +231,9 @@ _LETTER_FOLDS: Final = str.maketrans(
      "ẞ": "SS"}
 )
 # Separators fold away: blanks, every dash, every apostrophe, dots.
+GivenName = tuple[str, tuple[str, ...]]
+"""One given name read: (its fold, the parts of its hyphenated composite, or ())."""
+
 _NAME_SEPARATORS: Final = dict.fromkeys(map(ord, _BLANKS + _DASHES + _APOSTROPHES + "."), None)
 _A_TO_Z: Final = re.compile(r"[A-Z]+")
 _GIVEN_NAME_SPLIT: Final = re.compile(r"[\s,;]+")
@@ -330,6 +337,28 @@ def name_parts(raw: str) -> tuple[str, ...]:
     parts = ["".join(words[:cut]) for cut in cuts] + ["".join(words[cut:]) for cut in cuts]
     kept = tuple(part for part in dict.fromkeys(parts) if len(part) > 1)
     return kept if len(kept) > 1 else ()
+
+
+def read_given_name(token: str, field: str = "first_names") -> GivenName:
+    """One given name of a first-names field: its fold, and the parts of its
+    composite when hyphenated (as `compound_parts` gives them). An IdentityError when
+    it does not fold to A-Z."""
+    folded = fold_name(token, field)
+    words = _folded_words(token, _DASH_SPLIT)
+    return folded, tuple(word for word in words if len(word) > 1) if len(words) > 1 else ()
+
+
+def read_given_names(
+    raw: str, field: str = "first_names",
+    read: Callable[[str, str], GivenName] = read_given_name,
+) -> list[GivenName]:
+    """Each given name of a first-names field (cut as `given_names` cuts them) read by
+    `read`: `read_given_name`, or the same cached, as the offline build does. At least
+    one, each valid, else an IdentityError."""
+    names = [read(token, field) for token in _GIVEN_NAME_SPLIT.split(raw) if token]
+    if not names:
+        raise IdentityError(field, "required", "The first name is missing.")
+    return names
 
 
 def compound_parts(raw: str) -> tuple[str, ...]:

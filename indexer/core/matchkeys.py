@@ -26,13 +26,14 @@ from functools import partial
 from typing import Final, Literal, NamedTuple, TypeVar
 
 from indexer.core.identity import (
+    GivenName,
     IdentityError,
-    compound_parts,
     fold_name,
-    given_names,
     name_parts,
     normalize_birth_date,
     normalize_nir,
+    read_given_name,
+    read_given_names,
 )
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "QueryMemo",
     "QueryName",
     "canonical_keys",
+    "deletion_positions",
     "deletions",
     "exact_keys",
     "key_kind",
@@ -116,11 +118,19 @@ def query_last_name(raw: str, field: str = "last_name") -> QueryName:
     return QueryName(folded, folded, name_parts(raw))
 
 
-def query_first_name(raw: str, field: str = "first_name") -> QueryName:
-    """A query's first-names field read as a record's is (docs/design.md §3)."""
-    names = given_names(raw, field)
-    first, whole = names[0], "".join(names)
-    others = dict.fromkeys((*names[1:], *compound_parts(raw)))
+def query_first_name(
+    raw: str, field: str = "first_name",
+    read: Callable[[str, str], GivenName] = read_given_name,
+) -> QueryName:
+    """A query's first-names field read as a record's is (docs/design.md §3).
+
+    `read` reads one given name: the offline build passes `read_given_name` cached
+    (a dump's first-names fields vary a lot, its given names far less)."""
+    names = read_given_names(raw, field, read)
+    first = names[0][0]
+    whole = "".join([name for name, _ in names])
+    others = dict.fromkeys([
+        *[name for name, _ in names[1:]], *[part for _, parts in names for part in parts]])
     return QueryName(first, whole, tuple(p for p in others if p != first and p != whole))
 
 
@@ -419,6 +429,17 @@ def deletions(name: str) -> tuple[str, ...]:
     if len(name) < 2:
         return ()
     return tuple(dict.fromkeys([name[:i] + name[i + 1 :] for i in range(len(name))]))
+
+
+def deletion_positions(name: str) -> tuple[int, ...]:
+    """The index of the letter deleted for each of `deletions(name)`, in its order.
+
+    Deleting any letter of a run of one letter gives the same string, and only that
+    way do two deletions coincide: the first letter of each run stands for its run.
+    """
+    if len(name) < 2:
+        return ()
+    return (0, *(i for i in range(1, len(name)) if name[i] != name[i - 1]))
 
 
 def _day_month_swapped(birth_date: str) -> str | None:
