@@ -187,6 +187,7 @@ def fingerprint_block(
     row_classes: list[int] = []
     fault_lists: list[list[str]] = []
     similar = SimilarEntries()
+    similar_keys = similar.keys
     similar_counts: list[int] = []
     add_keys, add_count, add_classes = keys.extend, key_counts.append, row_classes.append
     add_similar_count = similar_counts.append
@@ -196,12 +197,12 @@ def fingerprint_block(
             if row is None:
                 malformed += 1
                 continue
-            before = len(similar)
+            before = len(similar_keys)
             row_keys, classes, row_faults = record_keys(row, similar)
             add_keys(row_keys)
             add_count(len(row_keys))
             add_classes(classes)
-            add_similar_count(len(similar) - before)
+            add_similar_count(len(similar_keys) - before)
             if row_faults:
                 fault_lists.append(row_faults)
         exact = fingerprinter.many(keys)
@@ -209,23 +210,28 @@ def fingerprint_block(
         # the same spill, told apart by the SIMILAR_TAG bit of their tag.
         masks = np.array(fingerprinter.namespace_masks, dtype=np.uint64)
         tier = fingerprinter.many(similar.keys, similar.drops) ^ masks[similar.namespaces()]
-    del keys, similar
+        # Freed before the collector is back: it would otherwise walk these lists (~20
+        # entries a row) at its first pass.
+        del keys, similar, similar_keys
     fingerprints = np.concatenate([exact, tier])
     faults = Counter(chain.from_iterable(fault_lists))
     if malformed:
         faults["malformed_row"] += malformed
     counts_per_row = np.array(key_counts, dtype=np.intp)
     class_bits = np.array(row_classes, dtype=np.uint16)
-    entries = np.empty(len(fingerprints), dtype=SPILL_DTYPE)
-    entries["fp"] = fingerprints
-    tags = class_bits | np.uint16(source_index << 8)
-    entries["tag"][: len(exact)] = np.repeat(tags, counts_per_row)
-    entries["tag"][len(exact) :] = np.repeat(
-        tags | np.uint16(SIMILAR_TAG), np.array(similar_counts, dtype=np.intp))
+    row_tags = class_bits | np.uint16(source_index << 8)
+    tags = np.concatenate([
+        np.repeat(row_tags, counts_per_row),
+        np.repeat(row_tags | np.uint16(SIMILAR_TAG), np.array(similar_counts, dtype=np.intp)),
+    ])
     # --shards is at most 4096: as uint16 the stable argsort is a radix sort, ~10x
     # faster than on intp.
     shard = shard_of(fingerprints, shards).astype(np.uint16)
     order = np.argsort(shard, kind="stable")
+    # Each field gathered apart: three times faster than gathering 10-byte records.
+    entries = np.empty(len(fingerprints), dtype=SPILL_DTYPE)
+    entries["fp"] = fingerprints[order]
+    entries["tag"] = tags[order]
     # How many rows expose each data class (for /v1/sources): bit counts of the rows.
     class_counts = np.array(
         [int(np.count_nonzero(class_bits & (1 << i))) for i in range(len(DATA_CLASSES))],
@@ -233,7 +239,7 @@ def fingerprint_block(
     )
     return BlockSpill(
         source_index=source_index,
-        payload=entries[order].tobytes(),
+        payload=entries.tobytes(),
         per_shard=np.bincount(shard, minlength=shards).astype(np.int64),
         faults=dict(faults),
         rows=len(row_classes) + malformed,
@@ -273,8 +279,8 @@ def write_shard(
     """Sort and merge one shard's spill entries (in any order) and write its files:
     those of the exact index and those of the similar tier.
 
-    The output depends only on the set of entries, not on their order (a stable sort,
-    then an OR per cell): that is what makes the files byte-identical whatever the
+    The output depends only on the set of entries, not on their order (a sort, then
+    an OR per cell): that is what makes the files byte-identical whatever the
     engine, the number of workers and the block size.
     """
     in_tier = (entries["tag"] & np.uint16(SIMILAR_TAG)) != 0
@@ -301,7 +307,9 @@ def _merged(
     entries: npt.NDArray[np.void], n_sources: int
 ) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint8]]:
     """(unique fingerprints sorted, their meta rows flat) of spill entries."""
-    order = np.argsort(entries["fp"], kind="stable")
+    # Any order of equal fingerprints gives the same rows (an OR): no stable sort needed,
+    # and numpy's default one is twice as fast.
+    order = np.argsort(entries["fp"])
     fps, tags = entries["fp"][order], entries["tag"][order]
     del entries, order
     first = np.ones(len(fps), dtype=np.bool_)

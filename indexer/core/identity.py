@@ -355,6 +355,8 @@ def read_given_names(
     """Each given name of a first-names field (cut as `given_names` cuts them) read by
     `read`: `read_given_name`, or the same cached, as the offline build does. At least
     one, each valid, else an IdentityError."""
+    if raw.isalpha():  # one given name, nothing to cut (no blank, comma or semicolon)
+        return [read(raw, field)]
     names = [read(token, field) for token in _GIVEN_NAME_SPLIT.split(raw) if token]
     if not names:
         raise IdentityError(field, "required", "The first name is missing.")

@@ -127,11 +127,19 @@ def query_first_name(
     `read` reads one given name: the offline build passes `read_given_name` cached
     (a dump's first-names fields vary a lot, its given names far less)."""
     names = read_given_names(raw, field, read)
-    first = names[0][0]
-    whole = "".join([name for name, _ in names])
-    others = dict.fromkeys([
-        *[name for name, _ in names[1:]], *[part for _, parts in names for part in parts]])
-    return QueryName(first, whole, tuple(p for p in others if p != first and p != whole))
+    first, composite = names[0]
+    if len(names) == 1 and not composite:  # most fields: one given name, not hyphenated
+        return QueryName(first, first, ())
+    folded = [name for name, _ in names]
+    whole = "".join(folded)
+    # The other given names, then the parts of the composites, each once, in this order.
+    others = dict.fromkeys(folded[1:])
+    for _, parts in names:
+        for part in parts:
+            others[part] = None
+    others.pop(first, None)
+    others.pop(whole, None)
+    return QueryName(first, whole, tuple(others))
 
 
 def _name_keys(last: QueryName, first: QueryName, birth_date: str) -> list[str]:

@@ -54,7 +54,11 @@ def _last_drops(name: str) -> tuple[int, ...]:
     return tuple(_WEAK_HEAD + i for i in deletion_positions(name))
 
 
-_first_positions = lru_cache(maxsize=1 << 17)(deletion_positions)
+@lru_cache(maxsize=1 << 16)
+def _first_drops(given: str, start: int) -> tuple[int, ...]:
+    """Where the letters of `deletion_positions` of a first given name sit in a weak
+    key whose given name starts at `start`."""
+    return tuple(start + i for i in deletion_positions(given))
 
 
 __all__ = [
@@ -184,8 +188,7 @@ def _similar_entries(
     `matchkeys.deletions` lists them), the other given names, the parts of the last name."""
     name, given = last.first, first.first
     last_drops = _last_drops(name)
-    start = _WEAK_HEAD + len(name) + 1
-    first_drops = [start + i for i in _first_positions(given)]
+    first_drops = _first_drops(given, _WEAK_HEAD + len(name) + 1)
     keys, drops = similar.keys, similar.drops
     keys += [key] * (len(last_drops) + len(first_drops))
     drops += last_drops

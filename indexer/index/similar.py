@@ -97,11 +97,14 @@ def similar_shard_files(
     bucket_bits = _bucket_bits(len(fps), shard_count)
     buckets = _buckets(fps, shard_count, bucket_bits)
     low = fps & np.uint64((1 << (32 - row_bits)) - 1)
-    values = ((low << np.uint64(row_bits)) | row_ids.reshape(-1).astype(np.uint64)).astype("<u4")
-    order = np.lexsort((values, buckets))
-    values = values[order]
+    values = (low << np.uint64(row_bits)) | row_ids.reshape(-1).astype(np.uint64)
+    # Sorted by bucket, then by value: one sort of (bucket << 32 | value), several times
+    # faster than np.lexsort of the two (a bucket has at most 24 bits, a value 32).
+    ordered = np.sort((buckets.astype(np.uint64) << np.uint64(32)) | values)
     offsets = np.searchsorted(
-        buckets[order], np.arange((1 << bucket_bits) + 1)).astype("<u4")
+        ordered >> np.uint64(32), np.arange((1 << bucket_bits) + 1, dtype=np.uint64)
+    ).astype("<u4")
+    values = (ordered & np.uint64(0xFFFFFFFF)).astype("<u4")
     files = {
         shard_file(shard, "sim"): values.tobytes(),
         shard_file(shard, "simoff"): offsets.tobytes(),
