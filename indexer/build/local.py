@@ -16,9 +16,11 @@ fails removes its partial generation, one that is killed leaves it to the next b
 and its workers die with it. Nothing here logs or reports row content: faults are
 counted per reason.
 
-Cost (1M synthetic rows, one process, py-spy): ~9 µs of CPU a row, of which parsing
-the CSV ~21%, `record_keys` (normalisation and key strings) ~50%, BLAKE2b ~10% (0.5 µs
-a key, hashlib's floor), this module's loop and numpy ~8%, the shard pass ~5%.
+Cost (1M synthetic rows, `--workers 1`, medians of 3 runs; docs/matching.md): ~24 CPU-s,
+~24 µs a row (~37 before the similar tier's deletions went to `Fingerprinter.many` as
+drops), of which (py-spy) `record_keys` ~45% (its similar-tier entries ~15%), the ~18
+keyed BLAKE2b a row in C ~22% (~0.3 µs a key), parsing the CSV ~10%, the shard pass
+~10%, the rest this module's loop and numpy.
 `bench/build_bench.py` measures the whole build.
 """
 
