@@ -230,10 +230,10 @@ _LETTER_FOLDS: Final = str.maketrans(
     {"Æ": "AE", "Œ": "OE", "Ø": "O", "Đ": "D", "Ł": "L", "Ŀ": "L", "Ð": "D", "Þ": "TH",
      "ẞ": "SS"}
 )
-# Separators fold away: blanks, every dash, every apostrophe, dots.
 GivenName = tuple[str, tuple[str, ...]]
 """One given name read: (its fold, the parts of its hyphenated composite, or ())."""
 
+# Separators fold away: blanks, every dash, every apostrophe, dots.
 _NAME_SEPARATORS: Final = dict.fromkeys(map(ord, _BLANKS + _DASHES + _APOSTROPHES + "."), None)
 _A_TO_Z: Final = re.compile(r"[A-Z]+")
 _GIVEN_NAME_SPLIT: Final = re.compile(r"[\s,;]+")
