@@ -13,6 +13,10 @@ random JSON values as bulk lines (tests/test_batch.py). Added here:
   back by `write_manifest` (so that they get past its own checksum): `load_manifest`
   raises only `ManifestError`, `verify_generation` returns faults and never raises,
   and `IndexReader` raises only `IndexError_`;
+- the shard files read by the C lookups (`indexer/index/_lookups.c`), overwritten,
+  cut or grown, with the similar tier's numbers of the manifest changed too, opened
+  *without* verification: `IndexReader` refuses them with `IndexError_` or answers
+  every lookup (a read outside a file would crash the test process);
 - the web form's POST body (urlencoded and multipart, with a valid anti-CSRF token or
   not) and the OPRF evaluate body: never a server error, always the documented
   statuses, `Cache-Control: no-store` on every answer.
@@ -31,9 +35,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from live_server import LiveServer, PrivateCrafted, build_private_crafted, live_server
@@ -42,7 +47,9 @@ from referencing.jsonschema import DRAFT202012
 
 from indexer.build.sources import SourcesError, load_sources
 from indexer.core.fingerprint import Fingerprinter
+from indexer.core.matchkeys import canonical_keys
 from indexer.index.generation import current_generation
+from indexer.index.lookup import Checker
 from indexer.index.manifest import (
     MANIFEST,
     ManifestError,
@@ -516,3 +523,85 @@ def test_any_evaluate_body_gets_a_documented_answer(
     else:
         assert answer.headers["Content-Type"].startswith("application/problem+json")
         assert payload["status"] == answer.status
+
+
+# --- shard files, read in C -----------------------------------------------------------
+
+_SHARD_KINDS = ("fp", "meta", "bloom", "sim", "simoff", "simrows")
+_SIMILAR_NUMBERS = ("entries", "bucket_bits", "row_bits", "rows")
+
+
+@st.composite
+def _overwritten(draw: st.DrawFn, original: bytes) -> bytes:
+    """Runs of the bytes replaced, the size kept (so that the lookups read them), or the
+    file cut or grown."""
+    data = bytearray(original)
+    for _ in range(draw(st.integers(1, 8))):
+        if data and not draw(st.sampled_from([False] * 19 + [True])):
+            at = draw(st.integers(0, len(data) - 1))
+            run = draw(st.binary(min_size=1, max_size=16))[: len(data) - at]
+            data[at:at + len(run)] = run
+        else:
+            data = data[: draw(st.integers(0, len(data)))] + draw(st.binary(max_size=8))
+    return bytes(data)
+
+
+@pytest.fixture(scope="module")
+def scratch_shards(built: PrivateCrafted, tmp_path_factory: pytest.TempPathFactory
+                   ) -> tuple[Path, dict[str, Any]]:
+    source = current_generation(built.crafted.index_dir)
+    target = tmp_path_factory.mktemp("shard-fuzz") / source.name
+    shutil.copytree(source, target)
+    return target, load_manifest(target)
+
+
+@FUZZ
+@given(data=st.data())
+def test_shard_files_of_any_content_never_crash_the_lookups(
+    scratch_shards: tuple[Path, dict[str, Any]], built: PrivateCrafted, data: st.DataObject
+) -> None:
+    generation, manifest = scratch_shards
+    fingerprinter = Fingerprinter(built.crafted.pepper_file.read_bytes())
+    count = int(manifest["shards"]["count"])
+    originals: dict[Path, bytes] = {}
+    stored = [int(v) for n in range(count) for v in
+              np.fromfile(generation / f"shards/{n:03d}.fp", dtype="<u8")]
+    try:
+        for _ in range(data.draw(st.integers(1, 3))):
+            shard = data.draw(st.integers(0, count - 1))
+            path = generation / f"shards/{shard:03d}.{data.draw(st.sampled_from(_SHARD_KINDS))}"
+            originals.setdefault(path, path.read_bytes())
+            path.write_bytes(data.draw(_overwritten(path.read_bytes())))
+        if data.draw(st.sampled_from([False, False, False, True])):
+            mutated = copy.deepcopy(manifest)
+            entry = mutated["similar"]["shards"][data.draw(st.integers(0, count - 1))]
+            entry[data.draw(st.sampled_from(_SIMILAR_NUMBERS))] = data.draw(st.integers(-3, 70))
+            write_manifest(generation, mutated)
+        try:
+            reader = IndexReader(generation, fingerprinter, verify=False)
+        except IndexError_:
+            event("refused at opening")
+            return
+        event("opened and looked up")
+        try:
+            strangers = data.draw(st.lists(st.integers(0, 2**64 - 1), max_size=50))
+            fps = stored + strangers
+            for fp in fps:
+                reader.lookup_one(fp)
+                for mask in fingerprinter.namespace_masks:
+                    reader.similar.one(fp ^ mask)
+            array = np.array(fps, dtype="uint64")
+            reader.lookup_hits(array)
+            reader.similar.hits(array)
+            queries = [canonical_keys({"last_name": name, "first_name": first,
+                                       "birth_date": "1980-03-04"})
+                       for name in ("Dupont", "Dupond", "Martin") for first in ("Jean", "Jan")]
+            checker = Checker(reader)
+            verdicts = checker.check_keys(queries * 10) + [checker.check_one(q) for q in queries]
+            assert all(isinstance(v["found"], bool) for v in verdicts)
+        finally:
+            reader.close()
+    finally:
+        for path, original in originals.items():
+            path.write_bytes(original)
+        write_manifest(generation, manifest)
