@@ -294,13 +294,15 @@ fail:
     return -1;
 }
 
+/* Exact and Tier alike: the same fields lead both structs. */
 static void
-Exact_dealloc(Exact *self)
+mapped_dealloc(PyObject *object)
 {
+    Exact *self = (Exact *)object;
     release_buffers(self->buffers, self->shard_count);
     PyMem_Free(self->buffers);
     PyMem_Free(self->shards);
-    Py_TYPE(self)->tp_free((PyObject *)self);
+    Py_TYPE(object)->tp_free(object);
 }
 
 /* `fp in bloom` as bloom.bloom_has_one: slice i tests bit (h1 + i * h2) % m of slice i. */
@@ -375,7 +377,7 @@ typedef struct {
     PyObject_HEAD
     TierShard *shards;
     Buffers *buffers;
-    Py_ssize_t shards_held, shard_count, n_sources;
+    Py_ssize_t shard_count, n_sources; /* the fields of Exact, in its order */
 } Tier;
 
 static int
@@ -406,7 +408,7 @@ Tier_init(Tier *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
-    self->shards_held = self->shard_count = count;
+    self->shard_count = count;
     self->n_sources = n_sources;
     for (Py_ssize_t s = 0; s < count; s++) {
         PyObject *spec = PySequence_Fast_GET_ITEM(specs, s);
@@ -441,15 +443,6 @@ Tier_init(Tier *self, PyObject *args, PyObject *kwds)
 fail:
     Py_DECREF(specs);
     return -1;
-}
-
-static void
-Tier_dealloc(Tier *self)
-{
-    release_buffers(self->buffers, self->shards_held);
-    PyMem_Free(self->buffers);
-    PyMem_Free(self->shards);
-    Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 /* The stored row of `fp`, NULL when absent (as similar.SimilarTier.one). Offsets and
@@ -716,7 +709,7 @@ static PyTypeObject ExactType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Exact_init,
-    .tp_dealloc = (destructor)Exact_dealloc,
+    .tp_dealloc = mapped_dealloc,
     .tp_methods = Exact_methods,
 };
 
@@ -728,7 +721,7 @@ static PyTypeObject TierType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)Tier_init,
-    .tp_dealloc = (destructor)Tier_dealloc,
+    .tp_dealloc = mapped_dealloc,
     .tp_methods = Tier_methods,
 };
 
