@@ -202,3 +202,27 @@ def test_the_c_and_python_checkers_agree(breach: Breach, reader: IndexReader,
     assert [c.check_one(q) for q in queries[:2000]] == [python.check_one(q) for q in queries[:2000]]
     levels = {v["match"] for v in c.check_keys(queries)}
     assert {"strong", "weak", "similar", None} <= levels
+
+
+def test_the_c_lookups_refuse_what_they_cannot_read() -> None:
+    """Wrong shapes and sizes are refused at construction, never read past."""
+    from indexer.index import _lookups
+
+    fps = np.array([1, 2, 3], dtype="<u8")
+    with pytest.raises(ValueError, match="sizes disagree"):
+        _lookups.Exact([(fps, b"\x01\x01", b"\xff" * 8, 3, 16)], 1)
+    with pytest.raises(ValueError, match="Bloom"):
+        _lookups.Exact([(fps, b"\x01\x01\x01", b"\xff", 3, 16)], 1)
+    with pytest.raises(TypeError, match="tuple of 5"):
+        _lookups.Exact([(fps, b"\x01\x01\x01")], 1)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="n_sources"):
+        _lookups.Exact([], 0)
+    with pytest.raises(ValueError, match="one shard spec per shard"):
+        _lookups.Tier([], 1, 2)
+    values = np.array([5], dtype="<u4")
+    with pytest.raises(ValueError, match="sizes inconsistent"):
+        _lookups.Tier([(values, np.array([0, 1], dtype="<u4"), b"\x01", 3, 4)], 1, 1)
+    exact = _lookups.Exact([(fps, b"\x01\x01\x01", b"\xff" * 6, 3, 16)], 1)
+    with pytest.raises(RuntimeError, match="already"):
+        exact.__init__([], 1)  # type: ignore[misc]
+    assert exact.one(2) == b"\x01" and exact.one(4) is None  # all-ones Bloom: a search

@@ -60,15 +60,26 @@ release_buffers(Buffers *b, Py_ssize_t count)
             PyBuffer_Release(&b[s].views[i]);
 }
 
-/* The shard specs as a list of 5-tuples, and room for their buffers. */
+/* What Exact and Tier start with alike: `shards` as a list of 5-tuples (returned, a new
+ * reference), zeroed room for their buffers and for the shards (`size` bytes each,
+ * into *room), their count; NULL with an exception set. */
 static PyObject *
-shard_specs(PyObject *shards, Buffers **buffers)
+shard_specs(PyObject *shards, Py_ssize_t n_sources, Buffers **buffers, size_t size,
+            void **room, Py_ssize_t *count)
 {
+    if (*buffers != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "already initialised");
+        return NULL;
+    }
+    if (n_sources < 1) {
+        PyErr_SetString(PyExc_ValueError, "n_sources must be at least 1");
+        return NULL;
+    }
     PyObject *specs = PySequence_Fast(shards, "shards must be a sequence of tuples");
     if (specs == NULL)
         return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(specs);
-    for (Py_ssize_t s = 0; s < count; s++) {
+    *count = PySequence_Fast_GET_SIZE(specs);
+    for (Py_ssize_t s = 0; s < *count; s++) {
         PyObject *spec = PySequence_Fast_GET_ITEM(specs, s);
         if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 5) {
             PyErr_Format(PyExc_TypeError, "shard %zd: expected a tuple of 5 items", s);
@@ -76,10 +87,11 @@ shard_specs(PyObject *shards, Buffers **buffers)
             return NULL;
         }
     }
-    *buffers = PyMem_Calloc((size_t)(count ? count : 1), sizeof **buffers);
-    if (*buffers == NULL) {
+    *buffers = PyMem_Calloc((size_t)(*count ? *count : 1), sizeof **buffers);
+    *room = PyMem_Calloc((size_t)(*count ? *count : 1), size);
+    if (*buffers == NULL || *room == NULL) {
         Py_DECREF(specs);
-        return PyErr_NoMemory();
+        return PyErr_NoMemory(); /* what was allocated is freed with the object */
     }
     return specs;
 }
@@ -236,27 +248,16 @@ Exact_init(Exact *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"shards", "n_sources", NULL};
     PyObject *shards;
-    Py_ssize_t n_sources;
-    if (self->shards != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "already initialised");
-        return -1;
-    }
+    Py_ssize_t n_sources, count;
+    void *room = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "On", kwlist, &shards, &n_sources))
         return -1;
-    if (n_sources < 1) {
-        PyErr_SetString(PyExc_ValueError, "n_sources must be at least 1");
-        return -1;
-    }
-    PyObject *specs = shard_specs(shards, &self->buffers);
+    PyObject *specs = shard_specs(shards, n_sources, &self->buffers, sizeof *self->shards,
+                                  &room, &count);
+    if (room != NULL) /* freed with the object, even when the rest failed */
+        self->shards = room;
     if (specs == NULL)
         return -1;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(specs);
-    self->shards = PyMem_Calloc((size_t)(count ? count : 1), sizeof *self->shards);
-    if (self->shards == NULL) {
-        Py_DECREF(specs);
-        PyErr_NoMemory();
-        return -1;
-    }
     self->shard_count = count;
     self->n_sources = n_sources;
     for (Py_ssize_t s = 0; s < count; s++) {
@@ -385,27 +386,20 @@ Tier_init(Tier *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"shards", "n_sources", "shard_count", NULL};
     PyObject *shards;
-    Py_ssize_t n_sources, shard_count;
-    if (self->shards != NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "already initialised");
-        return -1;
-    }
+    Py_ssize_t n_sources, shard_count, count;
+    void *room = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "Onn", kwlist, &shards, &n_sources,
                                      &shard_count))
         return -1;
-    PyObject *specs = shard_specs(shards, &self->buffers);
+    PyObject *specs = shard_specs(shards, n_sources, &self->buffers, sizeof *self->shards,
+                                  &room, &count);
+    if (room != NULL) /* freed with the object, even when the rest failed */
+        self->shards = room;
     if (specs == NULL)
         return -1;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(specs);
-    if (n_sources < 1 || count != shard_count) {
-        PyErr_SetString(PyExc_ValueError, "one shard spec per shard, and n_sources >= 1");
+    if (count != shard_count) {
+        PyErr_SetString(PyExc_ValueError, "one shard spec per shard");
         Py_DECREF(specs);
-        return -1;
-    }
-    self->shards = PyMem_Calloc((size_t)(count ? count : 1), sizeof *self->shards);
-    if (self->shards == NULL) {
-        Py_DECREF(specs);
-        PyErr_NoMemory();
         return -1;
     }
     self->shard_count = count;
