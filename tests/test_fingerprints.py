@@ -166,3 +166,15 @@ def test_the_c_probe_plan_covers_every_kind() -> None:
     assert set(kinds) == {PROBE_LAST_DELETION, PROBE_FIRST_DELETION, PROBE_OWN, PROBE_SWAPPED,
                           PROBE_DAY_MONTH, PROBE_DAY_MONTH_NIR, PROBE_PART}
     assert NATIVE.similar_digests(keys) == _reference_plan(list(keys))
+
+
+def test_the_c_probe_plan_steps_aside_for_a_probe_longer_than_its_room() -> None:
+    """Keys no query makes, whose swapped-names probe (a name of each key) is longer
+    than any key given: the Python answer, never a write past the C module's buffer."""
+    keys = ["weak|" + "L" * 400 + "|A|1980-01-02", "weak|X|" + "G" * 490 + "|1980-01-02"]
+    hasher = Hasher(NATIVE_KEY, b"exposure-fp-v1")
+    assert hasher.similar(keys) is None
+    assert NATIVE.similar_digests(keys) == _reference_plan(keys)
+    canonical = canonical_keys({"last_name": "L" * 150, "first_name": "A" * 300 + " " + "B" * 50,
+                                "birth_date": "1980-01-02"})
+    assert NATIVE.similar_digests(canonical) == _reference_plan(list(canonical))

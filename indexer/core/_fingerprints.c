@@ -351,6 +351,10 @@ Hasher_similar(Hasher *self, PyObject *arg)
             }
         }
         Span given = whole.text != NULL ? fields[2] : first;
+        /* As long as the whole key when the keys are canonical (the same fields in
+         * another order); checked for any others, which could be longer. */
+        if (given.length + last.length + date.length + 7 > STACK_KEY_BYTES)
+            goto overlong;
         Span names_swapped[6] = {SPAN("weak|"), given, SPAN("|"), last, SPAN("|"), date};
         plan_add(&plan, (const char *)text, joined(text, names_swapped, 6), SWAPPED);
         if (day_month_swapped(date, swapped)) {
@@ -368,6 +372,9 @@ Hasher_similar(Hasher *self, PyObject *arg)
         return NULL;
     }
     return Py_BuildValue("(NN)", digests, kinds);
+overlong:
+    Py_DECREF(digests);
+    Py_DECREF(kinds);
 fallback:
     Py_DECREF(keys);
     Py_RETURN_NONE;
