@@ -411,9 +411,12 @@ def judge(matching: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def costs(results: dict[str, Any]) -> dict[str, Any]:
-    """The cost figures bench/run.py measured in this run (empty when run alone)."""
+    """The cost figures bench/run.py measured in this run (empty when run alone); a
+    build it did not run (an index reused from an earlier run) is left out."""
     figures: dict[str, Any] = {}
     for build in results.get("build", []):
+        if build.get("cached"):
+            continue
         figures[f"build_seconds_{build['records'] // 1_000_000}m"] = build["wall_s"]
         figures[f"build_peak_mib_{build['records'] // 1_000_000}m"] = build["pss_tree_peak_mib"]
     for start in results.get("startup", []):
@@ -502,7 +505,7 @@ def markdown(matching: dict[str, Any]) -> str:
                   f"Before: {before.get('costs_source', 'no baseline file')}.", "",
                   "| figure | before | after |", "|---|---:|---:|"]
         for key in sorted(set(old) | set(after)):
-            lines.append(f"| {key} | {old.get(key, '')} | {after.get(key, '')} |")
+            lines.append(f"| {key} | {old.get(key, '')} | {after.get(key, 'not run')} |")
     lines.append("")
     return "\n".join(lines)
 

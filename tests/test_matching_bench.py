@@ -95,3 +95,19 @@ def test_judge_quotes_the_targets() -> None:
         ("FEBRL4 recall, any level", True), ("FEBRL4 false matches", True)]
     febrl["false_matches"]["rate"] = 0.006
     assert matching.judge({"febrl4": febrl})[1]["met"] is False
+
+
+def test_costs_leave_out_the_builds_this_run_did_not_make() -> None:
+    """A full run reuses the 3M and 10M indexes of an earlier run: their build figures
+    are not this code's, and the costs table says "not run" rather than quote them."""
+    results = {"build": [
+        {"records": 1_000_000, "wall_s": 16.9, "pss_tree_peak_mib": 373.2},
+        {"records": 3_000_000, "wall_s": 79.8, "pss_tree_peak_mib": 599.9, "cached": True},
+    ], "bulk": {"http_records_per_s": 59_558}}
+    after = matching.costs(results)
+    assert after == {"build_seconds_1m": 16.9, "build_peak_mib_1m": 373.2,
+                     "bulk_records_per_s": 59_558}
+    text = matching.markdown({"costs": after, "baseline": {
+        "costs": {"build_seconds_3m": 17.8}, "costs_source": "a baseline"}})
+    assert "| build_seconds_3m | 17.8 | not run |" in text
+    assert "| build_seconds_1m |  | 16.9 |" in text
