@@ -416,14 +416,10 @@ PyInit__fingerprints(void)
         PyErr_SetString(PyExc_ImportError, "libsodium could not be initialised");
         return NULL;
     }
-    if (PyType_Ready(&HasherType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&HasherType);
-    if (PyModule_AddObject(m, "Hasher", (PyObject *)&HasherType) < 0) {
-        Py_DECREF(&HasherType);
+    if (PyModule_AddType(m, &HasherType) < 0) { /* readies it, adds a reference */
         Py_DECREF(m);
         return NULL;
     }

@@ -729,21 +729,12 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__lookups(void)
 {
-    if (PyType_Ready(&ExactType) < 0 || PyType_Ready(&TierType) < 0
-        || PyType_Ready(&SimilarType) < 0)
-        return NULL;
     PyObject *m = PyModule_Create(&module);
     if (m == NULL)
         return NULL;
-    Py_INCREF(&ExactType);
-    Py_INCREF(&TierType);
-    Py_INCREF(&SimilarType);
-    if (PyModule_AddObject(m, "Exact", (PyObject *)&ExactType) < 0
-        || PyModule_AddObject(m, "Tier", (PyObject *)&TierType) < 0
-        || PyModule_AddObject(m, "Similar", (PyObject *)&SimilarType) < 0) {
-        Py_DECREF(&ExactType);
-        Py_DECREF(&TierType);
-        Py_DECREF(&SimilarType);
+    /* PyModule_AddType readies each type and adds a reference of its own. */
+    if (PyModule_AddType(m, &ExactType) < 0 || PyModule_AddType(m, &TierType) < 0
+        || PyModule_AddType(m, &SimilarType) < 0) {
         Py_DECREF(m);
         return NULL;
     }
