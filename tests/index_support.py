@@ -23,7 +23,6 @@ from stdnum.fr import nir as stdnum_nir
 from indexer.build.local import BuildOptions, BuildReport, build_index
 from indexer.core.identity import (
     IdentityError,
-    first_given_name,
     fold_name,
     given_names,
     normalize_birth_date,
@@ -130,7 +129,6 @@ def _name_forms(raw: str, first_names: bool = False) -> set[str]:
         pass
     if first_names:
         try:
-            forms.add(first_given_name(raw))
             names = given_names(raw)
             forms.update(names)
             forms.add("".join(names))

@@ -280,10 +280,7 @@ def given_names(raw: str, field: str = "first_names") -> tuple[str, ...]:
     MARIE); `Jean-Pierre Marie` gives (JEANPIERRE, MARIE). At least one name, each
     valid, else an IdentityError.
     """
-    names = tuple(fold_name(token, field) for token in _GIVEN_NAME_SPLIT.split(raw) if token)
-    if not names:
-        raise IdentityError(field, "required", "The first name is missing.")
-    return names
+    return tuple(name for name, _ in read_given_names(raw, field))
 
 
 def first_given_name(raw: str, field: str = "first_names") -> str:
