@@ -76,8 +76,19 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
             # write lock) on the event loop would stall every request: in a thread. The
             # counts are taken here, on the loop that makes them.
             rows = store.take_usage()
+            write = loop.run_in_executor(None, store.write_usage, rows)
             try:
-                await loop.run_in_executor(None, store.write_usage, rows)
+                await asyncio.shield(write)
+            except asyncio.CancelledError:
+                # Stopping: the write runs on in its thread. Waited for here, so that
+                # close() writes what is left after it, never before it (close() could
+                # otherwise take the lock first, and these rows land after the store
+                # is closed, on a connection of their own, or never).
+                try:
+                    await write
+                except (sqlite3.Error, KeyStoreError):
+                    store.put_back_usage(rows)  # close() writes them
+                raise
             except (sqlite3.Error, KeyStoreError) as exc:
                 # One line, counted: a read-only or vanished store must not fill the log
                 # with tracebacks every five seconds, nor lose usage unseen.
@@ -94,8 +105,8 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
     flusher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await flusher
-    # A write cancelled above still runs to its end in its thread; close() waits for it
-    # (same lock) and then writes what is left.
+    # The flusher has waited for a write it had started (see above); close() writes
+    # what is left.
     try:
         await loop.run_in_executor(None, store.close)
     except sqlite3.Error as exc:
