@@ -53,6 +53,19 @@ def test_the_same_fingerprints_as_hashlib_blake2b_keyed() -> None:
     assert [NATIVE.one(k) for k in keys] == expected
 
 
+@pytest.mark.parametrize("key_bytes", [16, 32, 33, 64])
+@pytest.mark.parametrize("person", [b"", b"exposure-fp-v1", b"p" * 16])
+def test_each_length_either_side_of_one_block_as_hashlib(key_bytes: int, person: bytes) -> None:
+    """A message of one block at most takes the module's own compression after the
+    precomputed key block; an empty or longer one takes libsodium. Every length from 0 to
+    past two blocks, under keys and personalisations of every size, is hashlib's."""
+    key = os.urandom(key_bytes)
+    texts = ["".join(chr(65 + (i * 7 + n) % 26) for i in range(n)) for n in range(0, 300)]
+    expected = b"".join(hashlib.blake2b(text.encode(), key=key, digest_size=8,
+                                        person=person).digest() for text in texts)
+    assert Hasher(key, person).many(texts) == expected
+
+
 @FUZZ
 @given(st.lists(TEXT, max_size=40))
 def test_native_and_reference_agree_on_any_text(keys: list[str]) -> None:

@@ -6,6 +6,13 @@
  * query's one-letter deletions (docs/matching.md) are fingerprinted from its own key with
  * one character left out, without making a Python string for each.
  *
+ * A keyed BLAKE2b hashes the key, padded to a block, before the message: two compressions
+ * for a short key, the first always the same. libsodium's API cannot keep the state after
+ * that first block (it compresses lazily, only once a later block arrives), so Hasher
+ * compresses the key block once itself (RFC 7693's compression function, below) and each
+ * message of up to one block then costs one compression. Longer or empty messages go
+ * through libsodium; tests/test_fingerprints.py holds both equal to hashlib.
+ *
  * Hasher(key, person).many(keys, drops=None) -> bytes: 8 bytes a key, little-endian;
  * drops[i] >= 0 leaves out the character at that index of keys[i] (a code point, as
  * keys[i][:d] + keys[i][d + 1:] does). Nothing is kept between calls.
@@ -13,16 +20,126 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <sodium.h>
+#include <stdint.h>
 #include <string.h>
 
 #define DIGEST_BYTES 8
+#define BLOCK_BYTES 128
 /* Canonical keys are short (under 100 bytes); longer ones take the heap. */
 #define STACK_KEY_BYTES 512
 
+/* The keyed state: libsodium's (nothing hashed yet, copied per key), and the chaining
+ * value after the key block (what one-block messages start from). Secret: it lives in
+ * sodium_malloc'ed memory, zeroed when freed. */
+typedef struct {
+    crypto_generichash_blake2b_state sodium;
+    uint64_t chain[8];
+} Keyed;
+
 typedef struct {
     PyObject_HEAD
-    crypto_generichash_blake2b_state *base; /* keyed, nothing hashed: copied per key */
+    Keyed *base;
 } Hasher;
+
+/* --- RFC 7693's BLAKE2b compression, for the key block and one-block messages -------- */
+
+static const uint64_t IV[8] = {
+    0x6a09e667f3bcc908ULL, 0xbb67ae8584caa73bULL, 0x3c6ef372fe94f82bULL,
+    0xa54ff53a5f1d36f1ULL, 0x510e527fade682d1ULL, 0x9b05688c2b3e6c1fULL,
+    0x1f83d9abfb41bd6bULL, 0x5be0cd19137e2179ULL,
+};
+
+static const uint8_t SIGMA[12][16] = {
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+    {11, 8, 12, 0, 5, 2, 15, 13, 10, 14, 3, 6, 7, 1, 9, 4},
+    {7, 9, 3, 1, 13, 12, 11, 14, 2, 6, 5, 10, 4, 0, 15, 8},
+    {9, 0, 5, 7, 2, 4, 10, 15, 14, 1, 11, 12, 6, 8, 3, 13},
+    {2, 12, 6, 10, 0, 11, 8, 3, 4, 13, 7, 5, 15, 14, 1, 9},
+    {12, 5, 1, 15, 14, 13, 4, 10, 0, 7, 6, 3, 9, 2, 8, 11},
+    {13, 11, 7, 14, 12, 1, 3, 9, 5, 0, 15, 4, 8, 6, 2, 10},
+    {6, 15, 14, 9, 11, 3, 0, 8, 12, 2, 13, 7, 1, 4, 10, 5},
+    {10, 2, 8, 4, 7, 6, 1, 5, 15, 11, 9, 14, 3, 12, 13, 0},
+    {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15},
+    {14, 10, 4, 8, 9, 15, 13, 6, 1, 12, 0, 2, 11, 7, 5, 3},
+};
+
+static inline uint64_t
+rotr64(uint64_t x, unsigned n)
+{
+    return (x >> n) | (x << (64 - n));
+}
+
+static inline uint64_t
+load64(const unsigned char *p)
+{
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    v = __builtin_bswap64(v);
+#endif
+    return v;
+}
+
+#define G(a, b, c, d, x, y)                                                            \
+    do {                                                                               \
+        v[a] = v[a] + v[b] + (x);                                                      \
+        v[d] = rotr64(v[d] ^ v[a], 32);                                                \
+        v[c] = v[c] + v[d];                                                            \
+        v[b] = rotr64(v[b] ^ v[c], 24);                                                \
+        v[a] = v[a] + v[b] + (y);                                                      \
+        v[d] = rotr64(v[d] ^ v[a], 16);                                                \
+        v[c] = v[c] + v[d];                                                            \
+        v[b] = rotr64(v[b] ^ v[c], 63);                                                \
+    } while (0)
+
+/* h <- F(h, block, t = counter, last block or not), RFC 7693 §3.2 (t < 2^64 here). */
+static void
+compress(uint64_t h[8], const unsigned char block[BLOCK_BYTES], uint64_t counter, int last)
+{
+    uint64_t m[16], v[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = load64(block + 8 * i);
+    for (int i = 0; i < 8; i++) {
+        v[i] = h[i];
+        v[i + 8] = IV[i];
+    }
+    v[12] ^= counter;
+    if (last)
+        v[14] = ~v[14];
+#pragma GCC unroll 12 /* constant message indices: the message words stay in registers */
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = SIGMA[r];
+        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    for (int i = 0; i < 8; i++)
+        h[i] ^= v[i] ^ v[i + 8];
+}
+
+/* The chaining value after the key block: the parameter block (digest length, key
+ * length, fan-out 1, depth 1, no salt, `personal`) applied to the IV, then the key
+ * zero-padded to a block and compressed as a block that is not the last. */
+static void
+keyed_chain(uint64_t chain[8], const unsigned char *key, size_t key_length,
+            const unsigned char personal[16])
+{
+    unsigned char block[BLOCK_BYTES] = {0};
+    for (int i = 0; i < 8; i++)
+        chain[i] = IV[i];
+    chain[0] ^= 0x01010000ULL ^ ((uint64_t)key_length << 8) ^ DIGEST_BYTES;
+    chain[6] ^= load64(personal);
+    chain[7] ^= load64(personal + 8);
+    memcpy(block, key, key_length);
+    compress(chain, block, BLOCK_BYTES, 0);
+    sodium_memzero(block, sizeof block);
+}
 
 static int
 Hasher_init(Hasher *self, PyObject *args, PyObject *kwds)
@@ -51,8 +168,9 @@ Hasher_init(Hasher *self, PyObject *args, PyObject *kwds)
             goto done;
         }
     }
+    keyed_chain(self->base->chain, key.buf, (size_t)key.len, personal);
     if (crypto_generichash_blake2b_init_salt_personal(
-            self->base, key.buf, (size_t)key.len, DIGEST_BYTES, NULL, personal) != 0) {
+            &self->base->sodium, key.buf, (size_t)key.len, DIGEST_BYTES, NULL, personal) != 0) {
         PyErr_SetString(PyExc_ValueError, "BLAKE2b refused the key");
         goto done;
     }
@@ -73,11 +191,20 @@ Hasher_dealloc(Hasher *self)
 }
 
 static void
-digest_into(const crypto_generichash_blake2b_state *base, const unsigned char *text,
-            size_t length, unsigned char *out)
+digest_into(const Keyed *base, const unsigned char *text, size_t length, unsigned char *out)
 {
+    if (length > 0 && length <= BLOCK_BYTES) { /* every canonical key: one compression */
+        uint64_t h[8];
+        unsigned char block[BLOCK_BYTES] = {0};
+        memcpy(h, base->chain, sizeof h);
+        memcpy(block, text, length);
+        compress(h, block, BLOCK_BYTES + length, 1);
+        for (int i = 0; i < DIGEST_BYTES; i++)
+            out[i] = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
+        return;
+    }
     crypto_generichash_blake2b_state state;
-    memcpy(&state, base, sizeof state);
+    memcpy(&state, &base->sodium, sizeof state);
     crypto_generichash_blake2b_update(&state, text, length);
     crypto_generichash_blake2b_final(&state, out, DIGEST_BYTES);
 }
@@ -217,7 +344,7 @@ typedef struct {
 typedef struct {
     unsigned char *digests, *kinds;
     Py_ssize_t count, room;
-    const crypto_generichash_blake2b_state *base;
+    const Keyed *base;
 } Plan;
 
 static void
