@@ -226,3 +226,36 @@ def test_the_c_lookups_refuse_what_they_cannot_read() -> None:
     with pytest.raises(RuntimeError, match="already"):
         exact.__init__([], 1)  # type: ignore[misc]
     assert exact.one(2) == b"\x01" and exact.one(4) is None  # all-ones Bloom: a search
+
+
+def test_a_chunk_check_refuses_what_is_not_a_query() -> None:
+    """`Similar.check` takes canonical keys and the fingerprint functions' answers: a key
+    of another form, or a function that answers wrongly, is an error, never a read past
+    a buffer or a crash; a well-formed chunk answers per query."""
+    from indexer.index import _lookups
+
+    fps = np.array([1, 2, 3], dtype="<u8")
+    exact = _lookups.Exact([(fps, b"\x01\x00\x01", b"\xff" * 6, 3, 16)], 1)
+    tier = _lookups.Tier([(np.zeros(0, dtype="<u4"), b"", b"", 0, 1)], 1, 1)
+    search = _lookups.Similar(exact, tier, b"\x00", [[]])
+
+    def digests(keys: object) -> bytes:  # "s..." keys are fingerprint 1, others 2, 3
+        assert isinstance(keys, (list, tuple))
+        return b"".join(((1 if k[0] == "s" else 2 + (k == "wb")).to_bytes(8, "little"))
+                        for k in keys)
+
+    def nothing(keys: object) -> tuple[bytes, bytes]:
+        return b"", b""
+
+    assert search.check([("sa",), ("wa",), ("wb", "pc"), ("pc",)], digests, nothing) == [
+        b"s\x01", b"", b"w\x01", b""]
+    for bad in [("",), ("xa",), (3,), "sa"]:
+        with pytest.raises(ValueError, match="canonical key"):
+            search.check([bad], digests, nothing)  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="8 bytes a key"):
+        search.check([("sa",)], lambda keys: b"\x01", nothing)
+    for planned in [None, (b"\x00" * 8,), (b"\x00" * 7, b"\x00"), (b"\x00" * 8, b"")]:
+        with pytest.raises(ValueError, match="similar must give"):
+            search.check([("wa",)], digests, lambda keys, p=planned: p)
+    with pytest.raises(ValueError, match="not a known kind"):
+        search.check([("wa",)], digests, lambda keys: (b"\x00" * 8, b"\x05"))

@@ -18,7 +18,10 @@
  *     (indexer/index/lookup.py), per probe kind k: the exact index when exact_tags[k]
  *     is not 0, the tier under fp ^ mask for each (mask, tag) of places[k].
  *     found(fps, kinds) -> every hit as its tag byte and its row, sorted, each once
- *     (kinds: a byte a fingerprint).
+ *     (kinds: a byte a fingerprint). check(queries, digests, similar): a chunk of
+ *     queries answered in one call, each from its canonical keys: the exact keys first
+ *     (fingerprinted by `digests`), and only when none matched, `found` of the probes
+ *     `similar(keys)` plans; the hits of each, as lookup.py keys its verdicts.
  *
  * Both keep the buffers exported until they are deallocated, and check every size
  * once at construction so that no lookup can read outside them, whatever the files hold.
@@ -638,31 +641,14 @@ compare_entries(const void *a, const void *b)
     return memcmp(a, b, (size_t)sort_width);
 }
 
+/* Every lookup of a similar query's probes (fps, a kind byte each): the hits, each a tag
+ * byte and a row, sorted, each once; NULL with an exception set. */
 static PyObject *
-Similar_found(Similar *self, PyObject *args)
+similar_hits(Similar *self, const Py_buffer *fps, Py_ssize_t count,
+             const unsigned char *kinds)
 {
-    PyObject *fps_arg, *kinds_arg;
-    if (self->exact == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "not initialised");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OO", &fps_arg, &kinds_arg))
-        return NULL;
-    Py_buffer view;
-    Py_ssize_t count;
-    if (read_batch(fps_arg, &view, &count) != 0)
-        return NULL;
-    Py_buffer kinds;
-    if (PyObject_GetBuffer(kinds_arg, &kinds, PyBUF_SIMPLE) != 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
     PyObject *result = NULL;
     unsigned char *entries = NULL;
-    if (kinds.len != count) {
-        PyErr_SetString(PyExc_ValueError, "one kind per fingerprint");
-        goto done;
-    }
     Py_ssize_t width = self->width, found = 0;
     entries = PyMem_Malloc((size_t)(count ? count : 1) * (1 + MAX_PLACES) * (size_t)width);
     if (entries == NULL) {
@@ -671,26 +657,26 @@ Similar_found(Similar *self, PyObject *args)
     }
     Py_ssize_t n_sources = width - 1;
     for (Py_ssize_t i = 0; i < count; i++) {
-        unsigned char kind = ((const unsigned char *)kinds.buf)[i];
+        unsigned char kind = kinds[i];
         if (kind >= self->n_kinds) {
             PyErr_Format(PyExc_ValueError, "kinds[%zd] is not a known kind", i);
             goto done;
         }
-        uint64_t fp = batch_item(&view, i);
+        uint64_t fp = batch_item(fps, i);
         if (self->exact_tag[kind] && self->exact->shard_count)
             prefetch_exact(self->exact, fp);
         for (Py_ssize_t p = 0; p < self->n_places[kind] && self->tier->shard_count; p++)
             prefetch_tier(self->tier, fp ^ self->place_mask[kind][p]);
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        unsigned char kind = ((const unsigned char *)kinds.buf)[i];
-        uint64_t fp = batch_item(&view, i);
+        unsigned char kind = kinds[i];
+        uint64_t fp = batch_item(fps, i);
         for (Py_ssize_t p = 0; p < self->n_places[kind] && self->tier->shard_count; p++)
             prefetch_bucket(self->tier, fp ^ self->place_mask[kind][p]);
     }
     for (Py_ssize_t i = 0; i < count; i++) {
-        unsigned char kind = ((const unsigned char *)kinds.buf)[i];
-        uint64_t fp = batch_item(&view, i);
+        unsigned char kind = kinds[i];
+        uint64_t fp = batch_item(fps, i);
         const unsigned char *row;
         if (self->exact_tag[kind] && self->exact->shard_count
             && (row = exact_row(self->exact, fp)) != NULL) {
@@ -720,8 +706,152 @@ Similar_found(Similar *self, PyObject *args)
     result = PyBytes_FromStringAndSize((const char *)entries, kept * width);
 done:
     PyMem_Free(entries);
+    return result;
+}
+
+static PyObject *
+Similar_found(Similar *self, PyObject *args)
+{
+    PyObject *fps_arg, *kinds_arg;
+    if (self->exact == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OO", &fps_arg, &kinds_arg))
+        return NULL;
+    Py_buffer view;
+    Py_ssize_t count;
+    if (read_batch(fps_arg, &view, &count) != 0)
+        return NULL;
+    Py_buffer kinds;
+    if (PyObject_GetBuffer(kinds_arg, &kinds, PyBUF_SIMPLE) != 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (kinds.len != count)
+        PyErr_SetString(PyExc_ValueError, "one kind per fingerprint");
+    else
+        result = similar_hits(self, &view, count, kinds.buf);
     PyBuffer_Release(&kinds);
     PyBuffer_Release(&view);
+    return result;
+}
+
+/* The hits of one query given as its canonical keys (see check below); NULL with an
+ * exception set. */
+static PyObject *
+query_hits(Similar *self, PyObject *query, PyObject *digests, PyObject *similar)
+{
+    PyObject *keys = PySequence_Fast(query, "a query must be a sequence of keys");
+    if (keys == NULL)
+        return NULL;
+    PyObject *result = NULL, *exact_keys = NULL, *fps = NULL, *planned = NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(keys), n_exact = 0;
+    PyObject **items = PySequence_Fast_ITEMS(keys);
+    unsigned char tags[64];
+    /* The strong and weak keys come first, the `part` probes last (similar only). */
+    for (; n_exact < count; n_exact++) {
+        PyObject *key = items[n_exact];
+        Py_UCS4 first = 0;
+        if (!PyUnicode_Check(key) || PyUnicode_GET_LENGTH(key) == 0
+            || ((first = PyUnicode_READ_CHAR(key, 0)) != 's' && first != 'w' && first != 'p')) {
+            PyErr_SetString(PyExc_ValueError, "a key is not a canonical key");
+            goto done;
+        }
+        if (first == 'p')
+            break;
+        if (n_exact == (Py_ssize_t)sizeof tags) {
+            PyErr_SetString(PyExc_ValueError, "too many exact keys in one query");
+            goto done;
+        }
+        tags[n_exact] = (unsigned char)first;
+    }
+    if (n_exact && self->exact->shard_count) {
+        exact_keys = n_exact == count ? Py_NewRef(keys) : PySequence_GetSlice(keys, 0, n_exact);
+        if (exact_keys == NULL)
+            goto done;
+        fps = PyObject_CallOneArg(digests, exact_keys);
+        if (fps == NULL)
+            goto done;
+        if (!PyBytes_Check(fps) || PyBytes_GET_SIZE(fps) != n_exact * 8) {
+            PyErr_SetString(PyExc_ValueError, "digests must give 8 bytes a key");
+            goto done;
+        }
+        const char *digest = PyBytes_AS_STRING(fps);
+        uint64_t fp[64];
+        for (Py_ssize_t k = 0; k < n_exact; k++) {
+            memcpy(&fp[k], digest + k * 8, 8);
+            prefetch_exact(self->exact, fp[k]);
+        }
+        Py_ssize_t width = self->width, found = 0;
+        unsigned char entries[64 * (1 + 255)];
+        if (width > 256) {
+            PyErr_SetString(PyExc_ValueError, "too many sources");
+            goto done;
+        }
+        for (Py_ssize_t k = 0; k < n_exact; k++) {
+            const unsigned char *row = exact_row(self->exact, fp[k]);
+            if (row != NULL) {
+                entries[found * width] = tags[k];
+                memcpy(entries + found * width + 1, row, (size_t)(width - 1));
+                found++;
+            }
+        }
+        if (found) {
+            result = PyBytes_FromStringAndSize((const char *)entries, found * width);
+            goto done;
+        }
+    }
+    /* No exact key matched: the similar probes, planned by the caller's function. */
+    planned = PyObject_CallOneArg(similar, keys);
+    if (planned == NULL)
+        goto done;
+    Py_buffer probe_fps, kinds;
+    if (!PyTuple_Check(planned) || !PyArg_ParseTuple(planned, "y*y*", &probe_fps, &kinds)) {
+        if (!PyErr_Occurred() || PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "similar must give (fingerprints, kinds)");
+        }
+        goto done;
+    }
+    if (probe_fps.len % 8 != 0 || kinds.len != probe_fps.len / 8)
+        PyErr_SetString(PyExc_ValueError, "similar must give one kind per 8-byte fingerprint");
+    else
+        result = similar_hits(self, &probe_fps, kinds.len, kinds.buf);
+    PyBuffer_Release(&probe_fps);
+    PyBuffer_Release(&kinds);
+done:
+    Py_XDECREF(planned);
+    Py_XDECREF(fps);
+    Py_XDECREF(exact_keys);
+    Py_DECREF(keys);
+    return result;
+}
+
+static PyObject *
+Similar_check(Similar *self, PyObject *args)
+{
+    PyObject *queries_arg, *digests, *similar;
+    if (self->exact == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "not initialised");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "OOO", &queries_arg, &digests, &similar))
+        return NULL;
+    PyObject *queries = PySequence_Fast(queries_arg, "queries must be a sequence");
+    if (queries == NULL)
+        return NULL;
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(queries);
+    PyObject *result = PyList_New(n);
+    for (Py_ssize_t i = 0; i < n && result != NULL; i++) {
+        PyObject *hits = query_hits(self, PySequence_Fast_GET_ITEM(queries, i), digests, similar);
+        if (hits == NULL)
+            Py_CLEAR(result);
+        else
+            PyList_SET_ITEM(result, i, hits);
+    }
+    Py_DECREF(queries);
     return result;
 }
 
@@ -730,6 +860,11 @@ static PyMethodDef Similar_methods[] = {
      "found(fps, kinds) -> bytes: for each probe, its exact lookup (if its kind has a tag) "
      "and its tier lookups (fp ^ mask, per place of its kind), each hit as a tag byte and "
      "its row; sorted, each once."},
+    {"check", (PyCFunction)Similar_check, METH_VARARGS,
+     "check(queries, digests, similar) -> [bytes]: per query (its canonical keys), the "
+     "hits of its strong and weak keys (digests(keys) -> 8 bytes a key), each a tag byte "
+     "('s' or 'w') and its row, in key order; if none, found(*similar(keys)); b'' when "
+     "nothing matched."},
     {NULL, NULL, 0, NULL},
 };
 

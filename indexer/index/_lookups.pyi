@@ -1,4 +1,4 @@
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy.typing as npt
@@ -33,3 +33,7 @@ class Similar:
         places: Sequence[Sequence[tuple[int, int]]],
     ) -> None: ...
     def found(self, fps: Buffer, kinds: Buffer, /) -> bytes: ...
+    def check(
+        self, queries: Sequence[Sequence[str]], digests: Callable[[Sequence[str]], bytes],
+        similar: Callable[[Sequence[str]], tuple[bytes, bytes]], /,
+    ) -> list[bytes]: ...

@@ -129,6 +129,8 @@ class Checker:
     def check_one(self, keys: Sequence[str]) -> Verdict:
         """The verdict of one query given as its canonical keys: what a `/v1/check`
         and the form call. Key by key, without numpy."""
+        if self._search is not None:
+            return self._native_verdicts((keys,))[0]
         one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
         hits = b""
         for canonical in keys:
@@ -161,6 +163,8 @@ class Checker:
     def check_keys(self, queries: Sequence[Sequence[str]]) -> list[Verdict]:
         """The verdicts of many queries given as their canonical keys: what bulk
         checks call. Vectorised: one fingerprint call and one lookup call a pass."""
+        if self._search is not None:
+            return self._native_verdicts(queries)
         # The `part` probes come last in a query's keys, and few queries have any.
         exact = [
             query if not query or query[-1][0] != "p" else [k for k in query if k[0] != "p"]
@@ -185,6 +189,15 @@ class Checker:
         if missing:
             self._similar_many(queries, missing, verdicts)
         return verdicts
+
+    def _native_verdicts(self, queries: Sequence[Sequence[str]]) -> list[Verdict]:
+        """`check_keys` in one C call (`_lookups.Similar.check`): each query's exact keys,
+        then, when none matched, its similar probes; the same hits as the paths below."""
+        assert self._search is not None
+        fingerprinter, cached = self.reader.fingerprinter, self._cached_verdict
+        found = self._search.check(queries, fingerprinter.digests_of,
+                                   fingerprinter.similar_digests)
+        return [cached(hits) if hits else NOT_FOUND for hits in found]
 
     def _found_vectorised(self, queries: Sequence[Sequence[str]], keys: list[str]) -> Found:
         positions, table = self.reader.lookup_hits(self.reader.fingerprinter.many(keys))
