@@ -13,9 +13,10 @@ install: $(VENV)/.installed
 # Exactly the versions of the hashed lock (runtime and dev, build tools included), nothing
 # resolved at install time; then this project itself, without its dependencies.
 LOCK := requirements/dev.txt
-# setup.py and the C sources: the fingerprint and lookup modules are compiled at install (gcc,
-# Python's headers and libsodium-dev: README, "Install").
-$(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c indexer/index/_lookups.c $(LOCK)
+# setup.py and the C sources: the fingerprint, query-key and lookup modules are compiled at
+# install (gcc, Python's headers and libsodium-dev: README, "Install").
+$(VENV)/.installed: pyproject.toml setup.py indexer/core/_fingerprints.c indexer/core/_querykeys.c \
+		indexer/index/_lookups.c $(LOCK)
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --require-hashes --no-deps -r $(LOCK)
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .

@@ -1,8 +1,9 @@
-"""The two compiled modules; everything else is in pyproject.toml.
+"""The three compiled modules; everything else is in pyproject.toml.
 
 indexer/core/_fingerprints.c fingerprints many keys in one call (docs/design.md §2,
-"Fingerprints in C"); indexer/index/_lookups.c looks fingerprints up in a mapped
-generation. They need a C compiler, Python's headers and libsodium's
+"Fingerprints in C"); indexer/core/_querykeys.c makes a bulk line's canonical keys from
+the request's memo ("Query keys in C"); indexer/index/_lookups.c looks fingerprints up
+in a mapped generation. They need a C compiler, Python's headers and libsodium's
 (Debian: gcc python3-dev libsodium-dev).
 """
 
@@ -16,6 +17,11 @@ setup(
             "indexer.core._fingerprints",
             sources=["indexer/core/_fingerprints.c"],
             libraries=["sodium"],
+            extra_compile_args=_FLAGS,
+        ),
+        Extension(
+            "indexer.core._querykeys",
+            sources=["indexer/core/_querykeys.c"],
             extra_compile_args=_FLAGS,
         ),
         Extension(

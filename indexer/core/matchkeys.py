@@ -161,6 +161,19 @@ class QueryError(ValueError):
         self.errors = errors
 
 
+NativeKeys = Callable[[Mapping[str, object], "QueryMemo", dt.date | None], tuple[str, ...] | None]
+"""The fast path of `canonical_keys` with a memo, in C: its keys, or None where the
+Python path must decide (`_querykeys.c`)."""
+
+
+def _native_keys() -> NativeKeys | None:
+    try:
+        from indexer.core._querykeys import MemoKeys
+    except ImportError:  # not compiled: the Python path answers alone
+        return None
+    return MemoKeys(QueryName).keys
+
+
 class QueryMemo:
     """The normalised dates and names of one request's earlier lines, by raw value.
 
@@ -172,12 +185,16 @@ class QueryMemo:
 
     Each table also maps None (field absent) and "" (field empty) to an empty value,
     so that one dictionary read per field answers the fast path of `canonical_keys`.
+    `native=False` leaves that fast path to Python alone: the reference the tests hold
+    the C one (`_querykeys.c`) equal to.
     """
 
-    __slots__ = ("_size", "birth_dates", "first_names", "last_names", "max_entries")
+    __slots__ = ("_size", "birth_dates", "first_names", "last_names", "max_entries",
+                 "native_keys")
 
-    def __init__(self, max_entries: int = MEMO_ENTRIES) -> None:
+    def __init__(self, max_entries: int = MEMO_ENTRIES, *, native: bool = True) -> None:
         self.max_entries = max_entries
+        self.native_keys = _NATIVE_KEYS if native else None
         # Keyed by the raw value as received: only strings (and None) are ever stored,
         # but the fast path looks up whatever the line holds.
         self.birth_dates: dict[object, str] = {None: "", "": ""}
@@ -220,6 +237,9 @@ class QueryMemo:
         return self._remember(self.first_names, raw, query_first_name)
 
 
+_NATIVE_KEYS: Final = _native_keys()
+
+
 def canonical_keys(
     fields: Mapping[str, object], *, today: dt.date | None = None,
     memo: QueryMemo | None = None,
@@ -238,6 +258,13 @@ def canonical_keys(
         # line of the request (or are absent), and the NIR if any is valid. It gives
         # the keys the general path gives for the same fields; every other query (an
         # error, a blank, a value not seen yet) takes that path, which remembers it.
+        # The C module answers most lines (and normalises plain ASCII values not seen
+        # yet); None from it means "as if it were not there".
+        native = memo.native_keys
+        if native is not None:
+            keys = native(fields, memo, today)
+            if keys is not None:
+                return keys
         get = fields.get
         raw_date, raw_last, raw_first = get("birth_date"), get("last_name"), get("first_name")
         try:
