@@ -2,7 +2,7 @@
 
 indexer/core/_fingerprints.c fingerprints many keys in one call (docs/design.md §2,
 "Fingerprints in C"); indexer/core/_querykeys.c makes a bulk line's canonical keys from
-the request's memo ("Query keys in C"); indexer/index/_lookups.c looks fingerprints up
+the request's memo (same section); indexer/index/_lookups.c looks fingerprints up
 in a mapped generation. They need a C compiler, Python's headers and libsodium's
 (Debian: gcc python3-dev libsodium-dev).
 """

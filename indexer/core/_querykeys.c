@@ -175,6 +175,27 @@ day_number(int year, int month, int day)
     return era * 146097 + day_of_era - 719468;
 }
 
+/* The local date's day number, from the clock read at most once a minute (localtime_r
+ * costs more than the rest of a date's check); 0 when the clock cannot be read. */
+static int
+clock_day(long *day)
+{
+    static time_t minute = -1;
+    static long today;
+    time_t now = time(NULL);
+    if (now == (time_t)-1)
+        return 0;
+    if (now / 60 != minute) {
+        struct tm local;
+        if (localtime_r(&now, &local) == NULL)
+            return 0;
+        today = day_number(local.tm_year + 1900, local.tm_mon + 1, local.tm_mday);
+        minute = now / 60;
+    }
+    *day = today;
+    return 1;
+}
+
 /* The digits at `*at` (at most `most`) as a number; how many in *count. */
 static int
 digits(const char *text, Py_ssize_t length, Py_ssize_t *at, int most, int *count)
@@ -244,12 +265,8 @@ date_normal(PyObject *raw, PyObject *today, char out[10])
         return 0;
     long earliest = day_number(year, month ? month : 1, day ? day : 1);
     if (today == Py_None) {
-        time_t now = time(NULL);
-        struct tm local;
-        if (now == (time_t)-1 || localtime_r(&now, &local) == NULL)
-            return 0;
-        long clock = day_number(local.tm_year + 1900, local.tm_mon + 1, local.tm_mday);
-        if (earliest > clock - 2)
+        long clock;
+        if (!clock_day(&clock) || earliest > clock - 2)
             return 0;
     } else {
         if (!PyDate_CheckExact(today))
