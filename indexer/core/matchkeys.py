@@ -189,6 +189,8 @@ class QueryMemo:
     the C one (`_querykeys.c`) equal to.
     """
 
+    # _querykeys.c reads and updates the tables, _size and max_entries by these names,
+    # and calls _room: a change here is a change there.
     __slots__ = ("_size", "birth_dates", "first_names", "last_names", "max_entries",
                  "native_keys")
 
