@@ -11,7 +11,8 @@
  * returns None, having changed nothing, and the Python path answers: these are the rules
  * of docs/design.md §3 written twice, and tests/test_querykeys.py holds the two equal.
  *
- * It keeps nothing between calls and raises only when memory runs out.
+ * It keeps no value between calls (only the clock's date, read once a minute), never
+ * quotes one, and raises only when called wrongly or out of memory.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
