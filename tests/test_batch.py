@@ -672,3 +672,38 @@ async def test_a_client_that_leaves_mid_stream_is_no_error(
     await asyncio.sleep(0.5)  # let the server notice
     assert (await crafted_client.get("/healthz")).status == 200
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+REFS = st.one_of(st.text(max_size=20), st.text(alphabet="ab-_ 0\"\\\n\x7f~", max_size=8),
+                 st.integers(-10**6, 10**6), st.none())
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(REFS, max_size=30) | st.lists(st.from_regex(r"[ -~]{0,12}", fullmatch=True),
+                                                max_size=30))
+def test_a_chunk_of_refs_is_encoded_as_dumps_encodes_each(refs: list[Any]) -> None:
+    """The chunk's refs in one pass when all are plain strings, one dumps() each
+    otherwise: every answer line byte for byte what dumps() of its ref gives."""
+    from service.views.batch import _ANSWER, _encoded_refs
+
+    template, encoded = _encoded_refs(refs, orjson.dumps)
+    assert [template % (7, ref, b"}") for ref in encoded] == [
+        _ANSWER % (7, orjson.dumps(ref), b"}") for ref in refs]
+
+
+@pytest.mark.parametrize("refs", [
+    ["m-1", "m 2", "", "~!#[]{}"],  # plain: encoded in one pass
+    ["m-1", 'say "hi"', "back\\slash", "é", None, 42],  # not: one dumps() each
+])
+async def test_answer_lines_are_the_json_of_line_ref_and_verdict(
+    crafted_client: Client, token: str, refs: list[Any]
+) -> None:
+    body = jsonl(*({"ref": ref, **(MARIE if i % 2 else STRANGER)} for i, ref in enumerate(refs)))
+    response = await crafted_client.post("/v1/check/batch", data=body, headers={
+        **bearer(token), "Content-Type": NDJSON})
+    raw = (await response.read()).split(b"\n")[:len(refs)]
+    for number, (line, ref) in enumerate(zip(raw, refs, strict=True), start=1):
+        answer = orjson.loads(line)
+        assert answer["ref"] == ref
+        assert line == orjson.dumps({"line": number, "ref": ref, **{
+            k: v for k, v in answer.items() if k not in ("line", "ref")}})

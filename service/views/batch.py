@@ -17,6 +17,7 @@ import contextlib
 import csv
 import json
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Mapping
@@ -55,6 +56,11 @@ MAX_REF_CHARS: Final = 128  # docs/design.md §5: longer refs make an error line
 # A verdict line without its verdict: line number, ref, then the encoded verdict
 # without its opening brace.
 _ANSWER: Final = b'{"line":%d,"ref":%b,%b'
+# Refs that JSON writes as they are, between quotes: printable ASCII but '"' and '\\'
+# (member numbers are). A chunk whose refs all are is encoded in one pass ('\n' joins
+# them), not one dumps() call a line.
+_PLAIN_REFS: Final = re.compile(r'[\x20\x21\x23-\x5b\x5d-\x7e\n]*')
+_PLAIN_ANSWER: Final = b'{"line":%d,"ref":"%b",%b'
 _FOUND: Final = itemgetter("found")
 _MATCH: Final = itemgetter("match")
 
@@ -143,6 +149,23 @@ async def _lines(
         yield [bytes(pending)]
 
 
+
+
+def _encoded_refs(refs: list[Any], dumps: Callable[[Any], bytes]) -> tuple[bytes, list[bytes]]:
+    """The answer line's template and each ref for it, so that the line is byte for byte
+    what `dumps(ref)` in `_ANSWER` gives. When every ref of the chunk is a plain string
+    (`_PLAIN_REFS`), they are joined, checked, encoded and cut in one pass each, a few C
+    calls for the whole chunk, and the template holds the quotes; otherwise one dumps()
+    a ref."""
+    if refs:
+        try:
+            joined = "\n".join(refs)
+        except TypeError:  # a number, a null or a long ref's written form: not a str
+            pass
+        else:  # no ref holds a '\n' of its own: each cut is between two refs
+            if joined.count("\n") == len(refs) - 1 and _PLAIN_REFS.fullmatch(joined):
+                return _PLAIN_ANSWER, joined.encode().split(b"\n")
+    return _ANSWER, list(map(dumps, refs))
 
 
 def _clean(raw: bytes) -> str:
@@ -548,8 +571,9 @@ def _process(
     tails = {key: dumps(verdict)[1:] for key, verdict in by_id.items()}
     numbers = range(first_line + 1, line + 1)
     verdict_numbers = [n for n in numbers if n not in errors] if errors else numbers
-    answers = list(map(_ANSWER.__mod__, zip(
-        verdict_numbers, map(dumps, refs), map(tails.__getitem__, map(id, verdicts)),
+    template, encoded_refs = _encoded_refs(refs, dumps)
+    answers = list(map(template.__mod__, zip(
+        verdict_numbers, encoded_refs, map(tails.__getitem__, map(id, verdicts)),
         strict=True)))
     if errors:
         verdict_lines = iter(answers)
