@@ -10,8 +10,9 @@
  * for a short key, the first always the same. libsodium's API cannot keep the state after
  * that first block (it compresses lazily, only once a later block arrives), so Hasher
  * compresses the key block once itself (RFC 7693's compression function, below) and each
- * message of up to one block then costs one compression. Longer or empty messages go
- * through libsodium; tests/test_fingerprints.py holds both equal to hashlib.
+ * message of up to one block then costs one compression, made for four messages at once
+ * (final4). Longer or empty messages go through libsodium; tests/test_fingerprints.py
+ * holds both equal to hashlib.
  *
  * Hasher(key, person).many(keys, drops=None) -> bytes: 8 bytes a key, little-endian;
  * drops[i] >= 0 leaves out the character at that index of keys[i] (a code point, as
@@ -123,6 +124,62 @@ compress(uint64_t h[8], const unsigned char block[BLOCK_BYTES], uint64_t counter
         h[i] ^= v[i] ^ v[i + 8];
 }
 
+/* --- the same, four messages at once -------------------------------------------------- */
+
+typedef uint64_t u64x4 __attribute__((vector_size(32)));
+
+#define ROTR4(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
+#define G4(a, b, c, d, x, y)                                                           \
+    do {                                                                               \
+        v[a] = v[a] + v[b] + (x);                                                      \
+        v[d] = ROTR4(v[d] ^ v[a], 32);                                                 \
+        v[c] = v[c] + v[d];                                                            \
+        v[b] = ROTR4(v[b] ^ v[c], 24);                                                 \
+        v[a] = v[a] + v[b] + (y);                                                      \
+        v[d] = ROTR4(v[d] ^ v[a], 16);                                                 \
+        v[c] = v[c] + v[d];                                                            \
+        v[b] = ROTR4(v[b] ^ v[c], 63);                                                 \
+    } while (0)
+
+/* Four one-block messages after the key block at once, a message a 64-bit lane (GCC's
+ * vector extension: AVX2 where the processor has it, chosen at load time, else SSE2, which
+ * every x86-64 has): compress() four times over, keeping only the first word of each
+ * result, all an 8-byte digest needs. ~65 ns a message against ~165 for compress(). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+__attribute__((target_clones("avx2", "default")))
+#endif
+static void
+final4(const uint64_t chain[8], const unsigned char blocks[4][BLOCK_BYTES],
+       const uint64_t lengths[4], uint64_t first_words[4])
+{
+    u64x4 m[16], v[16];
+    for (int i = 0; i < 16; i++)
+        m[i] = (u64x4){load64(blocks[0] + 8 * i), load64(blocks[1] + 8 * i),
+                       load64(blocks[2] + 8 * i), load64(blocks[3] + 8 * i)};
+    for (int i = 0; i < 8; i++) {
+        v[i] = (u64x4){chain[i], chain[i], chain[i], chain[i]};
+        v[i + 8] = (u64x4){IV[i], IV[i], IV[i], IV[i]};
+    }
+    v[12] ^= (u64x4){BLOCK_BYTES + lengths[0], BLOCK_BYTES + lengths[1],
+                     BLOCK_BYTES + lengths[2], BLOCK_BYTES + lengths[3]};
+    v[14] = ~v[14];
+#pragma GCC unroll 12
+    for (int r = 0; r < 12; r++) {
+        const uint8_t *s = SIGMA[r];
+        G4(0, 4, 8, 12, m[s[0]], m[s[1]]);
+        G4(1, 5, 9, 13, m[s[2]], m[s[3]]);
+        G4(2, 6, 10, 14, m[s[4]], m[s[5]]);
+        G4(3, 7, 11, 15, m[s[6]], m[s[7]]);
+        G4(0, 5, 10, 15, m[s[8]], m[s[9]]);
+        G4(1, 6, 11, 12, m[s[10]], m[s[11]]);
+        G4(2, 7, 8, 13, m[s[12]], m[s[13]]);
+        G4(3, 4, 9, 14, m[s[14]], m[s[15]]);
+    }
+    u64x4 h0 = v[0] ^ v[8];
+    for (int j = 0; j < 4; j++)
+        first_words[j] = chain[0] ^ h0[j];
+}
+
 /* The chaining value after the key block: the parameter block (digest length, key
  * length, fan-out 1, depth 1, no salt, `personal`) applied to the IV, then the key
  * zero-padded to a block and compressed as a block that is not the last. */
@@ -207,6 +264,49 @@ digest_into(const Keyed *base, const unsigned char *text, size_t length, unsigne
     memcpy(&state, &base->sodium, sizeof state);
     crypto_generichash_blake2b_update(&state, text, length);
     crypto_generichash_blake2b_final(&state, out, DIGEST_BYTES);
+}
+
+/* Keys waiting to be fingerprinted four at a time: each is copied into a block of its
+ * own, so the caller may reuse its text at once; its digest is written to `out` when the
+ * batch is full or flushed (before the caller reads any digest). */
+typedef struct {
+    const Keyed *base;
+    unsigned char blocks[4][BLOCK_BYTES];
+    uint64_t lengths[4];
+    unsigned char *outs[4];
+    int pending;
+} Batch;
+
+static void
+batch_flush(Batch *batch)
+{
+    if (batch->pending == 0)
+        return;
+    uint64_t first_words[4];
+    for (int j = batch->pending; j < 4; j++) /* empty lanes: hashed, never written */
+        batch->lengths[j] = 1;
+    final4(batch->base->chain, (const unsigned char(*)[BLOCK_BYTES])batch->blocks,
+           batch->lengths, first_words);
+    for (int j = 0; j < batch->pending; j++)
+        for (int i = 0; i < DIGEST_BYTES; i++)
+            batch->outs[j][i] = (unsigned char)(first_words[j] >> (8 * i));
+    batch->pending = 0;
+}
+
+static void
+batch_add(Batch *batch, const unsigned char *text, size_t length, unsigned char *out)
+{
+    if (length == 0 || length > BLOCK_BYTES) {
+        digest_into(batch->base, text, length, out);
+        return;
+    }
+    unsigned char *block = batch->blocks[batch->pending];
+    memcpy(block, text, length);
+    memset(block + length, 0, BLOCK_BYTES - length);
+    batch->lengths[batch->pending] = length;
+    batch->outs[batch->pending] = out;
+    if (++batch->pending == 4)
+        batch_flush(batch);
 }
 
 /* The UTF-8 of `key` without its character at `drop`, into `out` (length in *length);
@@ -294,6 +394,7 @@ Hasher_many(Hasher *self, PyObject *args, PyObject *kwds)
     PyObject **items = PySequence_Fast_ITEMS(keys);
     PyObject **drop_items = drops ? PySequence_Fast_ITEMS(drops) : NULL;
     unsigned char cut[STACK_KEY_BYTES];
+    Batch batch = {.base = self->base};
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *key = items[i];
         if (!PyUnicode_Check(key)) {
@@ -311,17 +412,18 @@ Hasher_many(Hasher *self, PyObject *args, PyObject *kwds)
             const char *utf8 = PyUnicode_AsUTF8AndSize(key, &size);
             if (utf8 == NULL)
                 goto fail;
-            digest_into(self->base, (const unsigned char *)utf8, (size_t)size,
-                        out + i * DIGEST_BYTES);
+            batch_add(&batch, (const unsigned char *)utf8, (size_t)size,
+                      out + i * DIGEST_BYTES);
             continue;
         }
         unsigned char *heap = NULL;
         size_t length;
         if (without_character(key, drop, cut, sizeof cut, &heap, &length) != 0)
             goto fail;
-        digest_into(self->base, heap ? heap : cut, length, out + i * DIGEST_BYTES);
+        batch_add(&batch, heap ? heap : cut, length, out + i * DIGEST_BYTES);
         PyMem_Free(heap);
     }
+    batch_flush(&batch);
     goto done;
 fail:
     Py_CLEAR(result);
@@ -344,14 +446,14 @@ typedef struct {
 typedef struct {
     unsigned char *digests, *kinds;
     Py_ssize_t count, room;
-    const Keyed *base;
+    Batch batch;
 } Plan;
 
 static void
 plan_add(Plan *plan, const char *text, size_t length, int kind)
 {
-    digest_into(plan->base, (const unsigned char *)text, length,
-                plan->digests + plan->count * DIGEST_BYTES);
+    batch_add(&plan->batch, (const unsigned char *)text, length,
+              plan->digests + plan->count * DIGEST_BYTES);
     plan->kinds[plan->count++] = (unsigned char)kind;
 }
 
@@ -437,7 +539,8 @@ Hasher_similar(Hasher *self, PyObject *arg)
         || (whole.text != NULL && !split_fields(whole, fields, 4))
         || (nir.text != NULL && !split_fields(nir, strong, 3)))
         goto fallback;
-    Plan plan = {NULL, NULL, 0, parts + 1 + (own.text ? 3 + own.length : 0), self->base};
+    Plan plan = {NULL, NULL, 0, parts + 1 + (own.text ? 3 + own.length : 0),
+                 {.base = self->base}};
     PyObject *digests = PyBytes_FromStringAndSize(NULL, plan.room * DIGEST_BYTES);
     PyObject *kinds = PyBytes_FromStringAndSize(NULL, plan.room);
     if (digests == NULL || kinds == NULL) {
@@ -489,6 +592,7 @@ Hasher_similar(Hasher *self, PyObject *arg)
             plan_add(&plan, (const char *)text, joined(text, pieces, 6), DAY_MONTH);
         }
     }
+    batch_flush(&plan.batch); /* before the resize, which may move the digests */
     Py_DECREF(keys);
     if (_PyBytes_Resize(&digests, plan.count * DIGEST_BYTES) != 0) {
         Py_DECREF(kinds);
