@@ -66,12 +66,6 @@ static const uint8_t SIGMA[12][16] = {
 };
 
 static inline uint64_t
-rotr64(uint64_t x, unsigned n)
-{
-    return (x >> n) | (x << (64 - n));
-}
-
-static inline uint64_t
 load64(const unsigned char *p)
 {
     uint64_t v;
@@ -82,19 +76,37 @@ load64(const unsigned char *p)
     return v;
 }
 
+/* RFC 7693's mixing, written once for a 64-bit word (compress) and for four of them in
+ * vector lanes (final4): both have `v` and `m` arrays, and the operators are the same. */
+#define ROTR64(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
 #define G(a, b, c, d, x, y)                                                            \
     do {                                                                               \
         v[a] = v[a] + v[b] + (x);                                                      \
-        v[d] = rotr64(v[d] ^ v[a], 32);                                                \
+        v[d] = ROTR64(v[d] ^ v[a], 32);                                                \
         v[c] = v[c] + v[d];                                                            \
-        v[b] = rotr64(v[b] ^ v[c], 24);                                                \
+        v[b] = ROTR64(v[b] ^ v[c], 24);                                                \
         v[a] = v[a] + v[b] + (y);                                                      \
-        v[d] = rotr64(v[d] ^ v[a], 16);                                                \
+        v[d] = ROTR64(v[d] ^ v[a], 16);                                                \
         v[c] = v[c] + v[d];                                                            \
-        v[b] = rotr64(v[b] ^ v[c], 63);                                                \
+        v[b] = ROTR64(v[b] ^ v[c], 63);                                                \
     } while (0)
+/* The twelve rounds (unrolled: constant message indices, the message words stay in
+ * registers). */
+#define ROUNDS()                                                                       \
+    _Pragma("GCC unroll 12") for (int r = 0; r < 12; r++) {                            \
+        const uint8_t *s = SIGMA[r];                                                   \
+        G(0, 4, 8, 12, m[s[0]], m[s[1]]);                                              \
+        G(1, 5, 9, 13, m[s[2]], m[s[3]]);                                              \
+        G(2, 6, 10, 14, m[s[4]], m[s[5]]);                                             \
+        G(3, 7, 11, 15, m[s[6]], m[s[7]]);                                             \
+        G(0, 5, 10, 15, m[s[8]], m[s[9]]);                                             \
+        G(1, 6, 11, 12, m[s[10]], m[s[11]]);                                           \
+        G(2, 7, 8, 13, m[s[12]], m[s[13]]);                                            \
+        G(3, 4, 9, 14, m[s[14]], m[s[15]]);                                            \
+    }
 
-/* h <- F(h, block, t = counter, last block or not), RFC 7693 §3.2 (t < 2^64 here). */
+/* h <- F(h, block, t = counter, last block or not), RFC 7693 §3.2 (t < 2^64 here):
+ * the key block, once per Hasher. */
 static void
 compress(uint64_t h[8], const unsigned char block[BLOCK_BYTES], uint64_t counter, int last)
 {
@@ -108,18 +120,7 @@ compress(uint64_t h[8], const unsigned char block[BLOCK_BYTES], uint64_t counter
     v[12] ^= counter;
     if (last)
         v[14] = ~v[14];
-#pragma GCC unroll 12 /* constant message indices: the message words stay in registers */
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = SIGMA[r];
-        G(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        G(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        G(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        G(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        G(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        G(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        G(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        G(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
+    ROUNDS();
     for (int i = 0; i < 8; i++)
         h[i] ^= v[i] ^ v[i + 8];
 }
@@ -127,19 +128,6 @@ compress(uint64_t h[8], const unsigned char block[BLOCK_BYTES], uint64_t counter
 /* --- the same, four messages at once -------------------------------------------------- */
 
 typedef uint64_t u64x4 __attribute__((vector_size(32)));
-
-#define ROTR4(x, n) (((x) >> (n)) | ((x) << (64 - (n))))
-#define G4(a, b, c, d, x, y)                                                           \
-    do {                                                                               \
-        v[a] = v[a] + v[b] + (x);                                                      \
-        v[d] = ROTR4(v[d] ^ v[a], 32);                                                 \
-        v[c] = v[c] + v[d];                                                            \
-        v[b] = ROTR4(v[b] ^ v[c], 24);                                                 \
-        v[a] = v[a] + v[b] + (y);                                                      \
-        v[d] = ROTR4(v[d] ^ v[a], 16);                                                 \
-        v[c] = v[c] + v[d];                                                            \
-        v[b] = ROTR4(v[b] ^ v[c], 63);                                                 \
-    } while (0)
 
 /* Four one-block messages after the key block at once, a message a 64-bit lane (GCC's
  * vector extension: AVX2 where the processor has it, chosen at load time, else SSE2, which
@@ -163,18 +151,7 @@ final4(const uint64_t chain[8], const unsigned char blocks[4][BLOCK_BYTES],
     v[12] ^= (u64x4){BLOCK_BYTES + lengths[0], BLOCK_BYTES + lengths[1],
                      BLOCK_BYTES + lengths[2], BLOCK_BYTES + lengths[3]};
     v[14] = ~v[14];
-#pragma GCC unroll 12
-    for (int r = 0; r < 12; r++) {
-        const uint8_t *s = SIGMA[r];
-        G4(0, 4, 8, 12, m[s[0]], m[s[1]]);
-        G4(1, 5, 9, 13, m[s[2]], m[s[3]]);
-        G4(2, 6, 10, 14, m[s[4]], m[s[5]]);
-        G4(3, 7, 11, 15, m[s[6]], m[s[7]]);
-        G4(0, 5, 10, 15, m[s[8]], m[s[9]]);
-        G4(1, 6, 11, 12, m[s[10]], m[s[11]]);
-        G4(2, 7, 8, 13, m[s[12]], m[s[13]]);
-        G4(3, 4, 9, 14, m[s[14]], m[s[15]]);
-    }
+    ROUNDS();
     u64x4 h0 = v[0] ^ v[8];
     for (int j = 0; j < 4; j++)
         first_words[j] = chain[0] ^ h0[j];
@@ -247,19 +224,11 @@ Hasher_dealloc(Hasher *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+/* A text no block holds (empty, or longer than a block: no canonical key) through
+ * libsodium, from its keyed state. */
 static void
-digest_into(const Keyed *base, const unsigned char *text, size_t length, unsigned char *out)
+sodium_digest(const Keyed *base, const unsigned char *text, size_t length, unsigned char *out)
 {
-    if (length > 0 && length <= BLOCK_BYTES) { /* every canonical key: one compression */
-        uint64_t h[8];
-        unsigned char block[BLOCK_BYTES] = {0};
-        memcpy(h, base->chain, sizeof h);
-        memcpy(block, text, length);
-        compress(h, block, BLOCK_BYTES + length, 1);
-        for (int i = 0; i < DIGEST_BYTES; i++)
-            out[i] = (unsigned char)(h[i / 8] >> (8 * (i % 8)));
-        return;
-    }
     crypto_generichash_blake2b_state state;
     memcpy(&state, &base->sodium, sizeof state);
     crypto_generichash_blake2b_update(&state, text, length);
@@ -297,7 +266,7 @@ static void
 batch_add(Batch *batch, const unsigned char *text, size_t length, unsigned char *out)
 {
     if (length == 0 || length > BLOCK_BYTES) {
-        digest_into(batch->base, text, length, out);
+        sodium_digest(batch->base, text, length, out);
         return;
     }
     unsigned char *block = batch->blocks[batch->pending];
