@@ -17,11 +17,11 @@
  * Similar(exact, tier, exact_tags, places): the lookups of a `similar` query's probes
  *     (indexer/index/lookup.py), per probe kind k: the exact index when exact_tags[k]
  *     is not 0, the tier under fp ^ mask for each (mask, tag) of places[k].
- *     found(fps, kinds) -> every hit as its tag byte and its row, sorted, each once
- *     (kinds: a byte a fingerprint). check(queries, digests, similar): a chunk of
- *     queries answered in one call, each from its canonical keys: the exact keys first
- *     (fingerprinted by `digests`), and only when none matched, `found` of the probes
- *     `similar(keys)` plans; the hits of each, as lookup.py keys its verdicts.
+ *     check(queries, digests, similar): a chunk of queries answered in one call, each
+ *     from its canonical keys: the exact keys first (fingerprinted by `digests`), and
+ *     only when none matched, the probes `similar(keys)` plans (fingerprints and a kind
+ *     byte each), every hit as its tag byte and its row, sorted, each once; the hits of
+ *     each query, as lookup.py keys its verdicts.
  *
  * Both keep the buffers exported until they are deallocated, and check every size
  * once at construction so that no lookup can read outside them, whatever the files hold.
@@ -709,35 +709,6 @@ done:
     return result;
 }
 
-static PyObject *
-Similar_found(Similar *self, PyObject *args)
-{
-    PyObject *fps_arg, *kinds_arg;
-    if (self->exact == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "not initialised");
-        return NULL;
-    }
-    if (!PyArg_ParseTuple(args, "OO", &fps_arg, &kinds_arg))
-        return NULL;
-    Py_buffer view;
-    Py_ssize_t count;
-    if (read_batch(fps_arg, &view, &count) != 0)
-        return NULL;
-    Py_buffer kinds;
-    if (PyObject_GetBuffer(kinds_arg, &kinds, PyBUF_SIMPLE) != 0) {
-        PyBuffer_Release(&view);
-        return NULL;
-    }
-    PyObject *result = NULL;
-    if (kinds.len != count)
-        PyErr_SetString(PyExc_ValueError, "one kind per fingerprint");
-    else
-        result = similar_hits(self, &view, count, kinds.buf);
-    PyBuffer_Release(&kinds);
-    PyBuffer_Release(&view);
-    return result;
-}
-
 /* The hits of one query given as its canonical keys (see check below); NULL with an
  * exception set. */
 static PyObject *
@@ -856,10 +827,6 @@ Similar_check(Similar *self, PyObject *args)
 }
 
 static PyMethodDef Similar_methods[] = {
-    {"found", (PyCFunction)Similar_found, METH_VARARGS,
-     "found(fps, kinds) -> bytes: for each probe, its exact lookup (if its kind has a tag) "
-     "and its tier lookups (fp ^ mask, per place of its kind), each hit as a tag byte and "
-     "its row; sorted, each once."},
     {"check", (PyCFunction)Similar_check, METH_VARARGS,
      "check(queries, digests, similar) -> [bytes]: per query (its canonical keys), the "
      "hits of its strong and weak keys (digests(keys) -> 8 bytes a key), each a tag byte "

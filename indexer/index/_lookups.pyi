@@ -32,7 +32,6 @@ class Similar:
         self, exact: Exact, tier: Tier, exact_tags: bytes,
         places: Sequence[Sequence[tuple[int, int]]],
     ) -> None: ...
-    def found(self, fps: Buffer, kinds: Buffer, /) -> bytes: ...
     def check(
         self, queries: Sequence[Sequence[str]], digests: Callable[[Sequence[str]], bytes],
         similar: Callable[[Sequence[str]], tuple[bytes, bytes]], /,

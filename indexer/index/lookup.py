@@ -128,7 +128,8 @@ class Checker:
 
     def check_one(self, keys: Sequence[str]) -> Verdict:
         """The verdict of one query given as its canonical keys: what a `/v1/check`
-        and the form call. Key by key, without numpy."""
+        and the form call. In C when the reader has it; otherwise key by key, without
+        numpy."""
         if self._search is not None:
             return self._native_verdicts((keys,))[0]
         one, fingerprint = self.reader.lookup_one, self.reader.fingerprinter.one
@@ -144,9 +145,6 @@ class Checker:
         return self._similar_one(keys)
 
     def _similar_one(self, keys: Sequence[str]) -> Verdict:
-        if self._search is not None:
-            hits = self._search.found(*self.reader.fingerprinter.similar_digests(keys))
-            return self._cached_verdict(hits) if hits else NOT_FOUND
         probes, drops, kinds = similar_probes(keys)
         one, tier, masks = self.reader.lookup_one, self.reader.similar.one, self._masks
         fps: list[int] = self.reader.fingerprinter.many(probes, drops).tolist()
@@ -162,7 +160,8 @@ class Checker:
 
     def check_keys(self, queries: Sequence[Sequence[str]]) -> list[Verdict]:
         """The verdicts of many queries given as their canonical keys: what bulk
-        checks call. Vectorised: one fingerprint call and one lookup call a pass."""
+        checks call. In one C call when the reader has it; otherwise vectorised: one
+        fingerprint call and one lookup call a pass."""
         if self._search is not None:
             return self._native_verdicts(queries)
         # The `part` probes come last in a query's keys, and few queries have any.
@@ -210,11 +209,6 @@ class Checker:
         self, queries: Sequence[Sequence[str]], missing: list[int], verdicts: list[Verdict]
     ) -> None:
         """Fill in the verdicts of the `missing` queries from their similar probes."""
-        if self._search is not None:
-            # In C, a query at a time: no batch to gather, no numpy call to pay.
-            for index in missing:
-                verdicts[index] = self._similar_one(queries[index])
-            return
         probes: list[str] = []
         drops: list[int] = []
         kinds: list[int] = []
